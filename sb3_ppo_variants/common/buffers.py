@@ -1,0 +1,197 @@
+"""
+Rollout buffers that also hold the parameters of the policy's action distribution at collection time.
+
+They behave like SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` (same ``add``, same GAE, same random
+permutation per ``get()`` call, so the same RNG consumption), with two differences:
+
+- the whole flattened rollout is turned into tensors on the buffer's device once per rollout, and
+  minibatches are taken from those tensors by index (no host copies per minibatch);
+- ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`) can be set
+  before the epochs and is returned with every minibatch.
+"""
+
+from collections.abc import Generator
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import TensorDict
+from stable_baselines3.common.vec_env import VecNormalize
+
+
+class ProximalRolloutBufferSamples(NamedTuple):
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    old_distribution_params: th.Tensor | None
+
+
+class ProximalDictRolloutBufferSamples(NamedTuple):
+    observations: TensorDict
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    old_distribution_params: th.Tensor | None
+
+
+def _flat_transition_tensors(buffer: RolloutBuffer | DictRolloutBuffer) -> dict[str, th.Tensor]:
+    """Everything but the observations, as flat tensors on the buffer's device (arrays already flattened)."""
+    return {
+        # Cast to float32 like SB3's ``_get_samples`` (MultiBinary actions are stored as int8)
+        "actions": th.as_tensor(buffer.actions.astype(np.float32, copy=False), device=buffer.device),
+        "old_values": th.as_tensor(buffer.values.flatten(), device=buffer.device),
+        "old_log_prob": th.as_tensor(buffer.log_probs.flatten(), device=buffer.device),
+        "advantages": th.as_tensor(buffer.advantages.flatten(), device=buffer.device),
+        "returns": th.as_tensor(buffer.returns.flatten(), device=buffer.device),
+    }
+
+
+def _minibatch_indices(buffer_size: int, batch_size: int | None, device: th.device) -> Generator[th.Tensor, None, None]:
+    """A fresh ``np.random.permutation`` per call (as SB3, so seeded runs match), cut into minibatches."""
+    indices = th.as_tensor(np.random.permutation(buffer_size), device=device)
+    if batch_size is None:
+        batch_size = buffer_size
+    for start_idx in range(0, buffer_size, batch_size):
+        yield indices[start_idx : start_idx + batch_size]
+
+
+class _OldDistributionMixin:
+    """Storage of the old distribution parameters, shared by both buffers."""
+
+    buffer_size: int
+    n_envs: int
+    old_distribution_params: th.Tensor | None
+
+    def set_old_distribution_params(self, params: th.Tensor) -> None:
+        """
+        :param params: Flat distribution parameters, one row per transition in the order of
+            :meth:`flat_observations`, shape ``(buffer_size * n_envs, n_params)``
+        """
+        n_transitions = self.buffer_size * self.n_envs
+        if params.ndim != 2 or params.shape[0] != n_transitions:
+            raise ValueError(
+                f"Expected distribution parameters of shape ({n_transitions}, n_params), got {tuple(params.shape)}"
+            )
+        self.old_distribution_params = params.detach()
+
+    def _old_params_at(self, batch_inds: th.Tensor) -> th.Tensor | None:
+        if self.old_distribution_params is None:
+            return None
+        return self.old_distribution_params[batch_inds]
+
+
+class ProximalRolloutBuffer(_OldDistributionMixin, RolloutBuffer):
+    """
+    ``RolloutBuffer`` with device-resident minibatches and the old distribution parameters.
+
+    :param buffer_size: Max number of element in the buffer
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param gamma: Discount factor
+    :param n_envs: Number of parallel environments
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.old_distribution_params = None
+        self._tensors: dict[str, th.Tensor] | None = None
+
+    def _prepare_tensors(self) -> dict[str, th.Tensor]:
+        if not self.generator_ready:
+            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+        if self._tensors is None:
+            self._tensors = _flat_transition_tensors(self)
+            self._tensors["observations"] = th.as_tensor(self.observations, device=self.device)
+        return self._tensors
+
+    def flat_observations(self) -> th.Tensor:
+        """All observations of the (full) rollout, flattened over envs, as a tensor on the buffer's device."""
+        return self._prepare_tensors()["observations"]
+
+    def get(self, batch_size: int | None = None) -> Generator[ProximalRolloutBufferSamples, None, None]:  # type: ignore[override]
+        assert self.full, "The rollout buffer must be full before sampling from it"
+        for batch_inds in _minibatch_indices(self.buffer_size * self.n_envs, batch_size, self.device):
+            yield self._get_samples(batch_inds)
+
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None
+    ) -> ProximalRolloutBufferSamples:
+        tensors = self._prepare_tensors()
+        batch_inds = th.as_tensor(batch_inds, device=self.device)
+        return ProximalRolloutBufferSamples(
+            observations=tensors["observations"][batch_inds],
+            actions=tensors["actions"][batch_inds],
+            old_values=tensors["old_values"][batch_inds],
+            old_log_prob=tensors["old_log_prob"][batch_inds],
+            advantages=tensors["advantages"][batch_inds],
+            returns=tensors["returns"][batch_inds],
+            old_distribution_params=self._old_params_at(batch_inds),
+        )
+
+
+class ProximalDictRolloutBuffer(_OldDistributionMixin, DictRolloutBuffer):
+    """
+    ``DictRolloutBuffer`` with device-resident minibatches and the old distribution parameters.
+
+    :param buffer_size: Max number of element in the buffer
+    :param observation_space: Observation space (a ``spaces.Dict``)
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param gamma: Discount factor
+    :param n_envs: Number of parallel environments
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.old_distribution_params = None
+        self._tensors: dict[str, th.Tensor] | None = None
+        self._observation_tensors: dict[str, th.Tensor] | None = None
+
+    def _prepare_tensors(self) -> tuple[dict[str, th.Tensor], dict[str, th.Tensor]]:
+        if not self.generator_ready:
+            for key, obs in self.observations.items():
+                self.observations[key] = self.swap_and_flatten(obs)
+            for name in ("actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+        if self._tensors is None or self._observation_tensors is None:
+            self._tensors = _flat_transition_tensors(self)
+            self._observation_tensors = {key: th.as_tensor(obs, device=self.device) for key, obs in self.observations.items()}
+        return self._observation_tensors, self._tensors
+
+    def flat_observations(self) -> TensorDict:
+        """All observations of the (full) rollout, flattened over envs, as tensors on the buffer's device."""
+        return self._prepare_tensors()[0]
+
+    def get(  # type: ignore[override]
+        self, batch_size: int | None = None
+    ) -> Generator[ProximalDictRolloutBufferSamples, None, None]:
+        assert self.full, "The rollout buffer must be full before sampling from it"
+        for batch_inds in _minibatch_indices(self.buffer_size * self.n_envs, batch_size, self.device):
+            yield self._get_samples(batch_inds)
+
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None
+    ) -> ProximalDictRolloutBufferSamples:
+        observations, tensors = self._prepare_tensors()
+        batch_inds = th.as_tensor(batch_inds, device=self.device)
+        return ProximalDictRolloutBufferSamples(
+            observations={key: obs[batch_inds] for key, obs in observations.items()},
+            actions=tensors["actions"][batch_inds],
+            old_values=tensors["old_values"][batch_inds],
+            old_log_prob=tensors["old_log_prob"][batch_inds],
+            advantages=tensors["advantages"][batch_inds],
+            returns=tensors["returns"][batch_inds],
+            old_distribution_params=self._old_params_at(batch_inds),
+        )
