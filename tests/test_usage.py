@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
@@ -101,11 +102,14 @@ def test_env_id_string(algo):
 
 def test_penalty_default_arguments_env_id():
     # The one-liner of the README, with SB3's other defaults (only the rollout made small)
-    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=64, device="cpu")
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=64, device="cpu", seed=0)
+    assert (model.beta, model.kl_target, model.beta_factor, model.kl_tolerance) == (1.0, 0.01, 2.0, 1.5)
     before = parameters(model)
     model.learn(128)
     assert_trained(model, before, 128)
-    assert model.beta != 1.0
+    # The KL of these first updates is far below kl_target / kl_tolerance: beta is halved after each of the two
+    assert model.logger.name_to_value["train/kl"] < 0.01 / 1.5
+    assert model.beta == 0.25
     assert model.clip_range is None
 
 
@@ -183,6 +187,7 @@ def test_sde(algo):
     assert np.all(np.abs(action) <= 2.0)
 
 
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmExperimentalWarning")
 @pytest.mark.parametrize("algo", ALGOS)
 def test_progress_bar(algo):
     learn_and_check(make_model(algo), progress_bar=True)
@@ -250,6 +255,22 @@ def test_stop_training_on_reward_threshold(algo):
     model.learn(total_timesteps, callback=eval_callback)
     assert model.num_timesteps == 48
     assert model.num_timesteps < total_timesteps
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_function_callback(algo):
+    # SB3 accepts a plain function (locals, globals) -> bool as callback; False stops training
+    calls = []
+
+    def callback(locals_, globals_) -> bool:
+        assert locals_["self"] is model
+        calls.append(locals_["self"].num_timesteps)
+        return len(calls) < 5
+
+    model = make_model(algo)
+    model.learn(320, callback=callback)
+    assert calls == [1, 2, 3, 4, 5]
+    assert model.num_timesteps == 5
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -328,6 +349,22 @@ def test_save_load(algo, tmp_path):
     new_model = make_model(algo, make_vec_env("CartPole-v1", n_envs=2, seed=2), seed=1)
     new_model.set_parameters(str(path))
     assert_same_policy(model, new_model)
+
+
+def test_load_sb3_ppo_checkpoint(tmp_path):
+    # A model trained with SB3's PPO can be loaded and trained further as a PPOClip
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    ppo = PPO("MlpPolicy", env, seed=0, **SMALL)
+    ppo.learn(64)
+    ppo.save(tmp_path / "ppo.zip")
+    loaded = PPOClip.load(tmp_path / "ppo.zip", env=env, device="cpu")
+    assert_same_policy(ppo, loaded)
+    observations = env.reset()
+    np.testing.assert_array_equal(
+        loaded.predict(observations, deterministic=True)[0], ppo.predict(observations, deterministic=True)[0]
+    )
+    learn_and_check(loaded, 64, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 128
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -1,0 +1,90 @@
+"""Bad arguments raise a ValueError that names the parameter and the allowed range."""
+
+import pytest
+from stable_baselines3.common.buffers import RolloutBuffer
+
+from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.common.buffers import ProximalRolloutBuffer
+
+NAN, INF = float("nan"), float("inf")
+
+COMMON_BAD_ARGUMENTS = [
+    ({"learning_rate": 0.0}, "learning_rate must be finite and > 0.0"),
+    ({"learning_rate": NAN}, "learning_rate"),
+    ({"n_steps": 0}, "n_steps must be an integer >= 1"),
+    ({"n_steps": 2.5}, "n_steps must be an integer"),
+    ({"n_epochs": 0}, "n_epochs must be an integer >= 1"),
+    ({"batch_size": 0, "normalize_advantage": False}, "batch_size must be an integer >= 1"),
+    ({"batch_size": 1}, "batch_size must be an integer >= 2 when normalize_advantage=True"),
+    ({"gamma": 1.5}, r"gamma must be finite and >= 0.0 and <= 1.0"),
+    ({"gae_lambda": -0.1}, "gae_lambda"),
+    ({"clip_range": 0.0}, r"clip_range must be finite and > 0.0"),
+    ({"clip_range": -0.2}, "clip_range"),
+    ({"clip_range": INF}, "clip_range must be finite"),
+    ({"clip_range_vf": 0.0}, "clip_range_vf"),
+    ({"ent_coef": NAN}, "ent_coef must be finite"),
+    ({"vf_coef": -1.0}, "vf_coef must be finite and >= 0.0"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0.0"),
+    ({"max_grad_norm": NAN}, "max_grad_norm"),
+    ({"target_kl": 0.0}, "target_kl must be finite and > 0.0"),
+    ({"target_kl": INF}, "target_kl"),
+]
+
+PENALTY_BAD_ARGUMENTS = [
+    ({"kl_target": 0.0}, "kl_target must be finite and > 0.0"),
+    ({"kl_target": -0.01}, "kl_target"),
+    ({"kl_target": NAN}, "kl_target"),
+    ({"beta": -1.0}, "beta must be finite and >= 0.0"),
+    ({"beta": INF, "kl_target": None}, "beta must be finite"),
+    ({"beta": 0.0}, r"beta must be in \[0.0001, 10000.0\] when kl_target is set"),
+    ({"beta_factor": 1.0}, "beta_factor must be finite and > 1.0"),
+    ({"beta_factor": INF}, "beta_factor"),
+    ({"kl_tolerance": 0.9}, "kl_tolerance must be finite and >= 1.0"),
+    ({"kl_tolerance": NAN}, "kl_tolerance"),
+]
+
+
+@pytest.mark.parametrize("algo", [PPOClip, PPOPenalty])
+@pytest.mark.parametrize("kwargs, message", COMMON_BAD_ARGUMENTS)
+def test_bad_common_arguments(algo, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        algo("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", PENALTY_BAD_ARGUMENTS)
+def test_bad_penalty_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PPOPenalty("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_clip_range_none_only_for_penalty():
+    with pytest.raises(ValueError, match="clip_range must be a float > 0 or a schedule for PPOClip"):
+        PPOClip("MlpPolicy", "CartPole-v1", clip_range=None)
+    assert PPOPenalty("MlpPolicy", "CartPole-v1").clip_range is None
+
+
+def test_rollout_size_of_one_with_advantage_normalization():
+    with pytest.raises(ValueError, match="n_steps \\* n_envs must be > 1 when normalize_advantage=True"):
+        PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=1, batch_size=2)
+
+
+def test_penalty_needs_a_buffer_with_old_distributions():
+    with pytest.raises(ValueError, match="rollout_buffer_class must be a subclass of"):
+        PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=RolloutBuffer)
+    PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=ProximalRolloutBuffer)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"beta": 0.0, "kl_target": None},  # the paper's "no clipping or penalty"
+        {"beta": 10.0, "kl_target": None},  # fixed KL
+        {"beta": 1e6, "kl_target": None},  # a fixed beta is not bounded
+        {"kl_target": 0.003, "clip_range": 0.2},
+        {"learning_rate": lambda progress: 1e-3 * progress, "clip_range": lambda progress: 0.2 * progress},
+        {"max_grad_norm": INF, "batch_size": 1, "normalize_advantage": False},
+    ],
+)
+def test_valid_edge_arguments(kwargs):
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=8, **{"batch_size": 8, **kwargs})
+    model.learn(16)

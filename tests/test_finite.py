@@ -1,0 +1,95 @@
+"""A non-finite observation, reward, loss or gradient stops training with a clear error, parameters unchanged."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_ppo_variants import NonFiniteError, PPOClip, PPOPenalty
+
+ALGOS = [PPOClip, PPOPenalty]
+
+
+class BrokenEnv(gym.Env):
+    """Returns a NaN (or inf) in the observation or the reward from step ``broken_from`` on."""
+
+    def __init__(self, broken_from: int = 40, where: str = "observation", value: float = float("nan")) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.broken_from, self.where, self.value = broken_from, where, value
+        self.n_steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.n_steps += 1
+        observation, reward = self.observation_space.sample(), 1.0
+        if self.n_steps >= self.broken_from:
+            if self.where == "observation":
+                observation[1] = self.value
+            else:
+                reward = self.value
+        return observation, reward, False, self.n_steps % 25 == 0, {}
+
+
+def _parameters(model) -> dict[str, th.Tensor]:
+    return {name: value.clone() for name, value in model.policy.state_dict().items()}
+
+
+def _assert_unchanged(before: dict[str, th.Tensor], model) -> None:
+    after = model.policy.state_dict()
+    assert all(th.equal(value, after[name]) for name, value in before.items())
+    assert all(th.isfinite(value).all() for value in after.values())
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(
+    "where, value", [("observation", float("nan")), ("observation", float("inf")), ("reward", float("nan"))]
+)
+def test_broken_env_raises_before_the_model_is_touched(algo, where, value):
+    env = make_vec_env(BrokenEnv, n_envs=2, env_kwargs={"broken_from": 30, "where": where, "value": value})
+    model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=2, seed=0, device="cpu")
+    model.learn(32)  # the first 2 rollouts (16 steps per env) are clean
+    before = _parameters(model)
+    with pytest.raises(NonFiniteError, match=f"non-finite {where}s? .*env indices \\[0, 1\\]"):
+        model.learn(64, reset_num_timesteps=False)
+    _assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_non_finite_loss_is_not_applied(algo):
+    model = algo("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)
+    before = _parameters(model)
+    optimizer_state = {
+        k: {n: t.clone() for n, t in s.items()} for k, s in model.policy.optimizer.state_dict()["state"].items()
+    }
+    # Bypasses the constructor's checks on purpose: an overflowing value loss
+    model.vf_coef = float("inf")
+    with pytest.raises(NonFiniteError, match=r"Non-finite gradient_norm=(nan|inf).*parameters are unchanged"):
+        model.learn(32, reset_num_timesteps=False)
+    _assert_unchanged(before, model)
+    for index, state in model.policy.optimizer.state_dict()["state"].items():
+        assert all(th.equal(value, optimizer_state[index][name]) for name, value in state.items())
+
+
+def test_non_finite_kl_is_reported():
+    model = PPOPenalty("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)
+    before = _parameters(model)
+    # An impossible old distribution: a standard deviation of 0 makes the KL infinite
+    original = model._before_policy_update
+
+    def corrupt_old_distribution() -> None:
+        original()
+        params = model.rollout_buffer.old_distribution_params
+        params[:, params.shape[1] // 2 :] = -float("inf")
+
+    model._before_policy_update = corrupt_old_distribution
+    with pytest.raises(NonFiniteError, match=r"policy_loss=(nan|inf)"):
+        model.learn(32, reset_num_timesteps=False)
+    _assert_unchanged(before, model)

@@ -1,0 +1,166 @@
+"""PPOPenalty against the paper: the penalized objective, the adaptive beta rule applied once per update."""
+
+import copy
+
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from torch.distributions import Independent, kl_divergence
+
+from sb3_ppo_variants import PPOClip, PPOPenalty
+
+SMALL = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "device": "cpu"}
+
+
+class ProbedPPOPenalty(PPOPenalty):
+    """Records, for every update, beta before and after, the logged KL and an independently computed KL."""
+
+    def train(self) -> None:
+        state_before = copy.deepcopy(self.policy.state_dict())
+        beta_before = self.beta
+        super().train()
+        observations = self.rollout_buffer.flat_observations()
+        # SB3 distributions are stateful: two policy objects are needed to hold the old and the new one
+        policy_before = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, **self._policy_init_kwargs()
+        )
+        policy_before.load_state_dict(state_before)
+        with th.no_grad():
+            old = policy_before.get_distribution(observations)
+            new = self.policy.get_distribution(observations)
+            if isinstance(old.distribution, list):  # MultiCategorical
+                per_state = sum(kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution, strict=True))
+            elif isinstance(old.distribution, th.distributions.Categorical):
+                per_state = kl_divergence(old.distribution, new.distribution)
+            else:  # Normal (incl. gSDE) and Bernoulli: independent dimensions
+                per_state = kl_divergence(Independent(old.distribution, 1), Independent(new.distribution, 1))
+        self.records.append(
+            {
+                "beta_before": beta_before,
+                "beta_after": self.beta,
+                "reference_kl": per_state.mean().item(),
+                "logged_kl": self.logger.name_to_value["train/kl"],
+                "logged_beta": self.logger.name_to_value["train/beta"],
+            }
+        )
+
+    def _policy_init_kwargs(self) -> dict:
+        return {"use_sde": self.use_sde, **self.policy_kwargs}
+
+
+def _expected_beta(beta: float, kl: float, kl_target: float, factor: float = 2.0, tolerance: float = 1.5) -> float:
+    if kl < kl_target / tolerance:
+        return beta / factor
+    if kl > kl_target * tolerance:
+        return beta * factor
+    return beta
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("CartPole-v1", {}),
+        ("Pendulum-v1", {}),
+        ("Pendulum-v1", {"use_sde": True, "sde_sample_freq": 4}),
+        (IdentityEnvMultiDiscrete, {}),
+        (IdentityEnvMultiBinary, {}),
+    ],
+)
+def test_beta_follows_the_papers_rule_once_per_update(env_id, kwargs):
+    model = ProbedPPOPenalty(
+        "MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, learning_rate=3e-3, **SMALL, **kwargs
+    )
+    model.records = []
+    model.learn(64 * 2 * 6)
+    assert len(model.records) == 6
+    for record in model.records:
+        # d is the mean exact KL over the whole rollout, with the final parameters
+        assert record["logged_kl"] == pytest.approx(record["reference_kl"], rel=1e-4, abs=1e-7)
+        assert record["beta_after"] == pytest.approx(_expected_beta(record["beta_before"], record["logged_kl"], 0.01))
+        assert record["logged_beta"] == record["beta_after"]
+    # The budget is large enough for beta to move, or the test would prove nothing
+    assert any(record["beta_after"] != record["beta_before"] for record in model.records)
+
+
+def test_fixed_beta_when_kl_target_is_none():
+    model = ProbedPPOPenalty("MlpPolicy", "CartPole-v1", seed=0, kl_target=None, beta=3.0, learning_rate=3e-3, **SMALL)
+    model.records = []
+    model.learn(256)
+    assert [record["beta_after"] for record in model.records] == [3.0] * len(model.records)
+    assert all(record["logged_kl"] > 0 for record in model.records)
+
+
+def test_custom_beta_factor_and_tolerance():
+    model = ProbedPPOPenalty(
+        "MlpPolicy", "CartPole-v1", seed=1, kl_target=1e-3, beta_factor=3.0, kl_tolerance=1.2, learning_rate=3e-3, **SMALL
+    )
+    model.records = []
+    model.learn(384)
+    for record in model.records:
+        expected = _expected_beta(record["beta_before"], record["logged_kl"], 1e-3, factor=3.0, tolerance=1.2)
+        assert record["beta_after"] == pytest.approx(expected)
+
+
+def test_beta_stays_within_bounds():
+    # kl_target far above anything reachable: beta halves every update, and stops at the lower bound
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, kl_target=100.0, beta=2e-4, n_steps=16, batch_size=16, n_epochs=1)
+    model.learn(16 * 5)
+    assert model.beta == 1e-4
+    # kl_target far below anything reachable: beta doubles every update, and stops at the upper bound
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, kl_target=1e-12, beta=5e3, n_steps=16, batch_size=16, n_epochs=2)
+    model.learn(16 * 5)
+    assert model.beta == 1e4
+
+
+def test_zero_beta_with_clipping_is_ppo_clip():
+    """beta = 0 and a clip range: the penalty vanishes and the run is PPO-Clip's, bit for bit."""
+    clip = PPOClip("MlpPolicy", "CartPole-v1", seed=5, clip_range=0.2, **SMALL)
+    clip.learn(256)
+    penalty = PPOPenalty("MlpPolicy", "CartPole-v1", seed=5, clip_range=0.2, beta=0.0, kl_target=None, **SMALL)
+    penalty.learn(256)
+    for name, tensor in clip.policy.state_dict().items():
+        assert th.equal(tensor, penalty.policy.state_dict()[name]), name
+
+
+def test_penalty_changes_the_update():
+    """A large fixed beta keeps the policy much closer to the old one than no penalty does."""
+    kl_per_beta = {}
+    for beta in (0.0, 100.0):
+        model = ProbedPPOPenalty(
+            "MlpPolicy", "CartPole-v1", seed=0, kl_target=None, beta=beta, learning_rate=1e-2, n_steps=128, batch_size=64
+        )
+        model.records = []
+        model.learn(256)
+        kl_per_beta[beta] = sum(record["logged_kl"] for record in model.records)
+    assert kl_per_beta[100.0] < 0.5 * kl_per_beta[0.0]
+
+
+def test_logs_sb3_keys_and_penalty_keys():
+    model = PPOPenalty("MlpPolicy", "Pendulum-v1", seed=0, **SMALL)
+    model.learn(128)
+    logged = model.logger.name_to_value
+    for key in (
+        "train/beta",
+        "train/kl",
+        "train/policy_gradient_loss",
+        "train/value_loss",
+        "train/entropy_loss",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/explained_variance",
+        "train/loss",
+        "train/std",
+    ):
+        assert key in logged, key
+    assert "train/clip_range" not in logged
+    assert isinstance(model.beta, float)
+
+
+def test_target_kl_early_stop_still_updates_beta():
+    model = ProbedPPOPenalty("MlpPolicy", "CartPole-v1", seed=0, target_kl=1e-5, learning_rate=1e-2, **SMALL)
+    model.records = []
+    model.learn(256)
+    n_rollouts = 256 // SMALL["n_steps"]
+    assert model._n_updates < n_rollouts * SMALL["n_epochs"]
+    assert len(model.records) == n_rollouts
