@@ -69,9 +69,16 @@ def test_rollout_size_of_one_with_advantage_normalization():
 
 
 def test_penalty_needs_a_buffer_with_old_distributions():
+    class CustomBuffer(RolloutBuffer):
+        pass
+
     with pytest.raises(ValueError, match="rollout_buffer_class must be a subclass of"):
-        PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=RolloutBuffer)
-    PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=ProximalRolloutBuffer)
+        PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=CustomBuffer)
+    # SB3's own buffer classes (as named in SB3 PPO checkpoints) are replaced by their proximal subclasses
+    assert (
+        type(PPOPenalty("MlpPolicy", "CartPole-v1", rollout_buffer_class=RolloutBuffer).rollout_buffer)
+        is ProximalRolloutBuffer
+    )
 
 
 @pytest.mark.parametrize(

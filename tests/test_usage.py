@@ -38,15 +38,6 @@ SMALL = dict(n_steps=32, batch_size=16, n_epochs=2, device="cpu")
 PENALTY_ATTRIBUTES = ("beta", "kl_target", "beta_factor", "kl_tolerance")
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """These tiny networks train tens of times faster on one thread, and xdist already runs a worker per core."""
-    num_threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(num_threads)
-
-
 def make_model(algo, env="CartPole-v1", policy="MlpPolicy", **kwargs):
     """A model with the small test budget (``kwargs`` override it)."""
     return algo(policy, env, **{**SMALL, **kwargs})
@@ -351,13 +342,14 @@ def test_save_load(algo, tmp_path):
     assert_same_policy(model, new_model)
 
 
-def test_load_sb3_ppo_checkpoint(tmp_path):
-    # A model trained with SB3's PPO can be loaded and trained further as a PPOClip
+@pytest.mark.parametrize("algo", ALGOS)
+def test_load_sb3_ppo_checkpoint(algo, tmp_path):
+    # A model trained with SB3's PPO can be loaded and trained further with either algorithm
     env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
     ppo = PPO("MlpPolicy", env, seed=0, **SMALL)
     ppo.learn(64)
     ppo.save(tmp_path / "ppo.zip")
-    loaded = PPOClip.load(tmp_path / "ppo.zip", env=env, device="cpu")
+    loaded = algo.load(tmp_path / "ppo.zip", env=env, device="cpu")
     assert_same_policy(ppo, loaded)
     observations = env.reset()
     np.testing.assert_array_equal(

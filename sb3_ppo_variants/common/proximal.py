@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -116,7 +116,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         instead of action noise exploration (default: False)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
         Default: -1 (only sample at the beginning of the rollout)
-    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None`` (or SB3's ``RolloutBuffer`` /
+        ``DictRolloutBuffer``), ``ProximalRolloutBuffer`` or ``ProximalDictRolloutBuffer`` is used.
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param target_kl: Early stopping (SB3's meaning): an epoch stops at the first minibatch whose approximate
         KL divergence exceeds ``1.5 * target_kl``. By default, there is no limit on the kl div.
@@ -278,7 +279,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             )
 
     def _setup_model(self) -> None:
-        if self.rollout_buffer_class is None:
+        # SB3's own buffers (also what a checkpoint of SB3's PPO names) are replaced by their proximal
+        # subclasses: same samples, plus what PPOPenalty needs
+        if self.rollout_buffer_class in (None, RolloutBuffer, DictRolloutBuffer):
             dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = ProximalDictRolloutBuffer if dict_observations else ProximalRolloutBuffer
         super()._setup_model()
