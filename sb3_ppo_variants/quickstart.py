@@ -7,6 +7,7 @@ Usage: ``python -m sb3_ppo_variants.quickstart [--env CartPole-v1] [--timesteps 
 import argparse
 from collections.abc import Sequence
 
+import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -33,13 +34,16 @@ def main(argv: Sequence[str] | None = None) -> float:
         model.save(args.save)
 
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000)
-    mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True)
+    returns, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True, return_episode_rewards=True
+    )
+    mean_return, std_return = float(np.mean(returns)), float(np.std(returns))
     print(
         f"PPOPenalty on {args.env} after {model.num_timesteps} steps: "
         f"mean evaluation return {mean_return:.1f} +/- {std_return:.1f} over {args.eval_episodes} episodes "
         f"(final beta {model.beta:.4g})"
     )
-    return float(mean_return)
+    return mean_return
 
 
 if __name__ == "__main__":
