@@ -1,6 +1,7 @@
 """Bad arguments raise a ValueError that names the parameter and the allowed range."""
 
 import pytest
+import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
@@ -9,7 +10,7 @@ from sb3_ppo_variants.common.buffers import ProximalRolloutBuffer
 NAN, INF = float("nan"), float("inf")
 
 COMMON_BAD_ARGUMENTS = [
-    ({"learning_rate": 0.0}, "learning_rate must be finite and > 0.0"),
+    ({"learning_rate": -1e-3}, "learning_rate must be finite and >= 0.0"),
     ({"learning_rate": NAN}, "learning_rate"),
     ({"n_steps": 0}, "n_steps must be an integer >= 1"),
     ({"n_steps": 2.5}, "n_steps must be an integer"),
@@ -18,11 +19,11 @@ COMMON_BAD_ARGUMENTS = [
     ({"batch_size": 1}, "batch_size must be an integer >= 2 when normalize_advantage=True"),
     ({"gamma": 1.5}, r"gamma must be finite and >= 0.0 and <= 1.0"),
     ({"gae_lambda": -0.1}, "gae_lambda"),
-    ({"clip_range": 0.0}, r"clip_range must be finite and > 0.0"),
+    ({"clip_range": -0.01}, r"clip_range must be finite and >= 0.0"),
     ({"clip_range": -0.2}, "clip_range"),
     ({"clip_range": INF}, "clip_range must be finite"),
-    ({"clip_range_vf": 0.0}, "clip_range_vf"),
-    ({"ent_coef": NAN}, "ent_coef must be finite"),
+    ({"clip_range_vf": -1.0}, "clip_range_vf"),
+    ({"ent_coef": NAN}, "ent_coef must be finite, got nan"),
     ({"vf_coef": -1.0}, "vf_coef must be finite and >= 0.0"),
     ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0.0"),
     ({"max_grad_norm": NAN}, "max_grad_norm"),
@@ -58,7 +59,7 @@ def test_bad_penalty_arguments(kwargs, message):
 
 
 def test_clip_range_none_only_for_penalty():
-    with pytest.raises(ValueError, match="clip_range must be a float > 0 or a schedule for PPOClip"):
+    with pytest.raises(ValueError, match="clip_range must be a float >= 0 or a schedule for PPOClip"):
         PPOClip("MlpPolicy", "CartPole-v1", clip_range=None)
     assert PPOPenalty("MlpPolicy", "CartPole-v1").clip_range is None
 
@@ -95,3 +96,32 @@ def test_penalty_needs_a_buffer_with_old_distributions():
 def test_valid_edge_arguments(kwargs):
     model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=8, **{"batch_size": 8, **kwargs})
     model.learn(16)
+
+
+@pytest.mark.parametrize("algo", [PPOClip, PPOPenalty])
+@pytest.mark.parametrize(
+    "name, schedule_kwargs",
+    [
+        ("learning_rate", {"learning_rate": lambda progress: 3e-4 if progress == 1.0 else float("nan")}),
+        ("clip_range", {"clip_range": lambda progress: 0.2 if progress == 1.0 else -0.1}),
+        ("clip_range_vf", {"clip_range_vf": lambda progress: float("inf")}),
+    ],
+)
+def test_bad_schedule_values_raise_before_the_update(algo, name, schedule_kwargs):
+    model = algo("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, n_epochs=1, **schedule_kwargs)
+    with pytest.raises(ValueError, match=f"{name} \\(schedule value at progress_remaining="):
+        model.learn(48)
+    assert all(th.isfinite(value).all() for value in model.policy.state_dict().values())
+
+
+def test_ppo_clip_loaded_without_clip_range(tmp_path):
+    PPOClip("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16).save(tmp_path / "model")
+    with pytest.raises(ValueError, match="clip_range must be a float >= 0 or a schedule for PPOClip"):
+        PPOClip.load(tmp_path / "model", custom_objects={"clip_range": None})
+
+
+def test_zero_learning_rate_and_clip_range_as_sb3():
+    model = PPOClip("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, n_epochs=1, learning_rate=0.0, clip_range=0.0)
+    before = [value.clone() for value in model.policy.parameters()]
+    model.learn(32)
+    assert all(th.equal(old, new) for old, new in zip(before, model.policy.parameters(), strict=True))

@@ -93,3 +93,73 @@ def test_non_finite_kl_is_reported():
     with pytest.raises(NonFiniteError, match=r"policy_loss=(nan|inf)"):
         model.learn(32, reset_num_timesteps=False)
     _assert_unchanged(before, model)
+
+
+class BrokenResetEnv(BrokenEnv):
+    """Returns a NaN observation on reset."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        observation, info = super().reset(seed=seed, options=options)
+        observation[0] = float("nan")
+        return observation, info
+
+
+class BrokenTerminalObservationEnv(BrokenEnv):
+    """Episodes are truncated every 5 steps; the last observation of each episode is NaN."""
+
+    def step(self, action):
+        observation, reward, terminated, _, info = super().step(action)
+        truncated = self.n_steps % 5 == 0
+        if truncated:
+            observation[2] = float("nan")
+        return observation, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_non_finite_reset_observation(algo):
+    env = make_vec_env(BrokenResetEnv, n_envs=2, env_kwargs={"broken_from": 10**9})
+    model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    before = _parameters(model)
+    with pytest.raises(NonFiniteError, match=r"non-finite observations \(env indices \[0, 1\]\) at timestep 0"):
+        model.learn(32)
+    _assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_non_finite_terminal_observation(algo):
+    env = make_vec_env(BrokenTerminalObservationEnv, n_envs=2, env_kwargs={"broken_from": 10**9})
+    model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    before = _parameters(model)
+    with pytest.raises(NonFiniteError, match=r"non-finite terminal_observation \(env indices \[0, 1\]\) at timestep 10"):
+        model.learn(32)
+    _assert_unchanged(before, model)
+
+
+def test_non_finite_mean_kl_leaves_beta_unchanged():
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)
+    beta = model.beta
+    original = model._over_rollout
+
+    def non_finite_final_kl(old_params):
+        result = original(old_params)
+        return result if old_params is None else result * float("nan")
+
+    model._over_rollout = non_finite_final_kl
+    with pytest.raises(NonFiniteError, match="mean KL divergence of the update is nan; beta was not updated"):
+        model.learn(32, reset_num_timesteps=False)
+    assert model.beta == beta
+
+
+def test_penalty_train_twice_on_one_rollout_keeps_the_collecting_policy_as_reference():
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=2, seed=0, device="cpu")
+    model.learn(32)
+    reference = model.rollout_buffer.old_distribution_params.clone()
+    model.train()
+    assert th.equal(model.rollout_buffer.old_distribution_params, reference)
+
+
+def test_penalty_train_without_rollout():
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, device="cpu")
+    with pytest.raises(RuntimeError, match="full rollout buffer"):
+        model.train()

@@ -27,13 +27,15 @@ from sb3_ppo_variants.common.kl import (
 
 
 def test_categorical_kl_hand_computed():
-    old_probs = th.tensor([[0.5, 0.25, 0.25]])
-    new_probs = th.tensor([[0.25, 0.25, 0.5]])
-    # 0.5 ln 2 + 0.25 ln 1 + 0.25 ln 0.5 = 0.25 ln 2
-    expected = 0.25 * math.log(2.0)
+    old_probs = th.tensor([[0.7, 0.2, 0.1]])
+    new_probs = th.tensor([[0.2, 0.3, 0.5]])
+    # KL[old || new] = 0.7 ln(0.7/0.2) + 0.2 ln(0.2/0.3) + 0.1 ln(0.1/0.5) ~ 0.6349; the reverse is ~ 0.6758
+    expected = 0.7 * math.log(0.7 / 0.2) + 0.2 * math.log(0.2 / 0.3) + 0.1 * math.log(0.1 / 0.5)
+    reverse = 0.2 * math.log(0.2 / 0.7) + 0.3 * math.log(0.3 / 0.2) + 0.5 * math.log(0.5 / 0.1)
     kl = categorical_kl(th.log(old_probs), th.log(new_probs))
     assert kl.shape == (1,)
     assert kl.item() == pytest.approx(expected, rel=1e-6)
+    assert abs(expected - reverse) > 0.04  # an asymmetric example: a swapped direction would fail
 
 
 def test_categorical_kl_is_zero_for_equal_and_invariant_to_logit_shift():

@@ -6,6 +6,7 @@ would otherwise be written into the parameters silently and ruin the model (and 
 """
 
 import math
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -15,38 +16,52 @@ class NonFiniteError(FloatingPointError):
     """Raised when training meets a NaN or infinite value; the model's parameters are left unchanged."""
 
 
-def _describe_non_finite(name: str, values: np.ndarray) -> str:
-    bad = ~np.isfinite(values)
-    env_indices = np.unique(np.nonzero(bad)[0]).tolist() if values.ndim > 0 else []
-    return f"{name} (env indices {env_indices})"
+def _non_finite_arrays(named_values: dict[str, Any]) -> list[str]:
+    """Describe each floating-point array (or dict of arrays) of ``named_values`` that holds a NaN or inf."""
+    found = []
+    for name, values in named_values.items():
+        if isinstance(values, dict):
+            found += _non_finite_arrays({f"{name}['{key}']": value for key, value in values.items()})
+            continue
+        array = np.asarray(values)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad_envs = np.unique(np.nonzero(~np.isfinite(array))[0]).tolist() if array.ndim > 0 else []
+            found.append(f"{name} (env indices {bad_envs})")
+    return found
 
 
 class NonFiniteRolloutGuard(BaseCallback):
     """
-    Checks each environment step's new observations and rewards, and stops with :class:`NonFiniteError`
-    before a non-finite value reaches the policy or the rollout buffer.
+    Stops training with :class:`NonFiniteError` as soon as the environment returns a non-finite observation
+    (on reset, on a step, or as the terminal observation that bootstraps a truncated episode) or reward, before
+    the value reaches the policy or the rollout buffer.
 
     Added by the algorithms to the user's callbacks; it does not change the training in any other way.
+    Note: a ``VecNormalize`` wrapper has already updated its running statistics with the value.
     """
 
-    def _on_step(self) -> bool:
-        observations = self.locals["new_obs"]
-        named_arrays = {"rewards": np.asarray(self.locals["rewards"])}
-        if isinstance(observations, dict):
-            named_arrays.update({f"observations['{key}']": np.asarray(obs) for key, obs in observations.items()})
-        else:
-            named_arrays["observations"] = np.asarray(observations)
-        bad = [
-            _describe_non_finite(name, values)
-            for name, values in named_arrays.items()
-            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all()
-        ]
-        if bad:
+    def _check(self, named_values: dict[str, Any], extra_found: list[str] | None = None) -> None:
+        found = _non_finite_arrays(named_values) + (extra_found or [])
+        if found:
             raise NonFiniteError(
-                f"The environment returned non-finite {', '.join(bad)} at timestep {self.num_timesteps}. "
+                f"The environment returned non-finite {', '.join(found)} at timestep {self.num_timesteps}. "
                 "Training stopped before the value reached the model: check the environment "
                 "(stable_baselines3.common.vec_env.VecCheckNan helps to find the first bad step)."
             )
+
+    def _on_rollout_start(self) -> None:
+        # The observation the rollout starts from comes from reset() (first rollout) or from the last step
+        self._check({"observations": self.model._last_obs})
+
+    def _on_step(self) -> bool:
+        # Terminal observations bootstrap the value of truncated episodes
+        bad_terminal_envs = [
+            index
+            for index, info in enumerate(self.locals["infos"])
+            if info.get("terminal_observation") is not None and _non_finite_arrays({"": info["terminal_observation"]})
+        ]
+        terminal = [f"terminal_observation (env indices {bad_terminal_envs})"] if bad_terminal_envs else []
+        self._check({"rewards": self.locals["rewards"], "observations": self.locals["new_obs"]}, terminal)
         return True
 
 

@@ -36,6 +36,9 @@ from sb3_ppo_variants.common.buffers import (
 from sb3_ppo_variants.common.finite import NonFiniteRolloutGuard, check_finite_update
 from sb3_ppo_variants.common.objectives import clip_fraction
 
+# For the train/clip_fraction diagnostic of objectives without clipping: SB3's default clip range
+DIAGNOSTIC_CLIP_RANGE = 0.2
+
 SelfProximalPolicyAlgorithm = TypeVar("SelfProximalPolicyAlgorithm", bound="ProximalPolicyAlgorithm")
 RolloutSamples = ProximalRolloutBufferSamples | ProximalDictRolloutBufferSamples
 
@@ -61,14 +64,15 @@ def check_number(
     """
     lower = "" if minimum is None else f"{'>=' if include_minimum else '>'} {minimum}"
     upper = "" if maximum is None else f"<= {maximum}"
-    allowed = " and ".join(part for part in (lower, upper) if part) or "finite"
+    allowed = " and ".join(part for part in (lower, upper) if part)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be a number {allowed or 'finite'}, got {value!r}")
     too_low = minimum is not None and (value < minimum or (value == minimum and not include_minimum))
     too_high = maximum is not None and value > maximum
     non_finite = math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0))
     if non_finite or too_low or too_high:
-        raise ValueError(f"{name} must be {'finite and ' if not allow_inf else ''}{allowed}, got {value}")
+        requirement = " and ".join(part for part in ("" if allow_inf else "finite", allowed) if part)
+        raise ValueError(f"{name} must be {requirement}, got {value}")
 
 
 def check_integer(name: str, value: int, minimum: int, reason: str = "") -> None:
@@ -85,7 +89,7 @@ def check_integer(name: str, value: int, minimum: int, reason: str = "") -> None
 
 
 def _check_float_or_schedule(name: str, value: float | Schedule | None, **bounds: Any) -> None:
-    # Schedules are checked where they are evaluated: a linear schedule may legitimately reach 0 at the end.
+    """Check a float argument now; a schedule's values are checked in ``train()``, when they are evaluated."""
     if value is not None and not callable(value):
         check_number(name, value, **bounds)
 
@@ -169,7 +173,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ):
         if clip_range is None and self._clip_range_required:
-            raise ValueError(f"clip_range must be a float > 0 or a schedule for {type(self).__name__}, got None")
+            raise ValueError(f"clip_range must be a float >= 0 or a schedule for {type(self).__name__}, got None")
         self._check_arguments(
             learning_rate=learning_rate,
             n_steps=n_steps,
@@ -241,7 +245,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         max_grad_norm: float,
         target_kl: float | None,
     ) -> None:
-        _check_float_or_schedule("learning_rate", learning_rate, minimum=0.0, include_minimum=False)
+        _check_float_or_schedule("learning_rate", learning_rate, minimum=0.0)
         check_integer("n_steps", n_steps, minimum=1)
         check_integer("n_epochs", n_epochs, minimum=1)
         # Advantage normalization divides by the std of the minibatch: undefined for a single sample
@@ -252,8 +256,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             check_integer("batch_size", batch_size, minimum=1)
         check_number("gamma", gamma, minimum=0.0, maximum=1.0)
         check_number("gae_lambda", gae_lambda, minimum=0.0, maximum=1.0)
-        _check_float_or_schedule("clip_range", clip_range, minimum=0.0, include_minimum=False)
-        _check_float_or_schedule("clip_range_vf", clip_range_vf, minimum=0.0, include_minimum=False)
+        _check_float_or_schedule("clip_range", clip_range, minimum=0.0)
+        _check_float_or_schedule("clip_range_vf", clip_range_vf, minimum=0.0)
         check_number("ent_coef", ent_coef)
         check_number("vf_coef", vf_coef, minimum=0.0)
         check_number("max_grad_norm", max_grad_norm, minimum=0.0, include_minimum=False, allow_inf=True)
@@ -285,6 +289,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = ProximalDictRolloutBuffer if dict_observations else ProximalRolloutBuffer
         super()._setup_model()
+        if self.clip_range is None and self._clip_range_required:
+            raise ValueError(f"clip_range must be a float >= 0 or a schedule for {type(self).__name__}, got None")
         if self.clip_range is not None:
             self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
@@ -327,9 +333,19 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     def _after_policy_update(self) -> None:
         """Called in ``train()`` after the last epoch (or early stop), with the final parameters."""
 
-    @staticmethod
-    def _current_value(schedule: Schedule | None, progress_remaining: float) -> float | None:
-        return None if schedule is None else schedule(progress_remaining)
+    def _current_value(self, name: str, schedule: Schedule | None) -> float | None:
+        """
+        :param name: The schedule's parameter name (for the error message)
+        :param schedule: The schedule, or None
+        :return: Its value at the current progress, checked to be finite and >= 0
+        """
+        if schedule is None:
+            return None
+        value = schedule(self._current_progress_remaining)
+        check_number(
+            f"{name} (schedule value at progress_remaining={self._current_progress_remaining:.4g})", value, minimum=0.0
+        )
+        return value
 
     def train(self) -> None:
         """
@@ -338,9 +354,10 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self._before_policy_update()
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
+        self._current_value("learning_rate", self.lr_schedule)
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = self._current_value(self.clip_range, self._current_progress_remaining)
-        clip_range_vf = self._current_value(self.clip_range_vf, self._current_progress_remaining)
+        clip_range = self._current_value("clip_range", self.clip_range)
+        clip_range_vf = self._current_value("clip_range_vf", self.clip_range_vf)
 
         entropy_losses: list[float] = []
         pg_losses: list[float] = []
@@ -371,10 +388,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 policy_loss = self._policy_loss(ratio, advantages, distribution, rollout_data, clip_range)
 
                 pg_losses.append(policy_loss.item())
-                if clip_range is None:
-                    clip_fractions.append(0.0)
-                else:
-                    clip_fractions.append(clip_fraction(ratio, clip_range).item())
+                # Without clipping, the fraction outside SB3's default range is logged as a diagnostic of the step size
+                clip_fractions.append(clip_fraction(ratio, DIAGNOSTIC_CLIP_RANGE if clip_range is None else clip_range).item())
 
                 value_loss = self._value_loss(values, rollout_data, clip_range_vf)
                 value_losses.append(value_loss.item())

@@ -38,7 +38,9 @@ class PPOPenalty(ProximalPolicyAlgorithm):
 
     It takes every argument of SB3's ``PPO`` with the same default and meaning (see
     :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`), except ``clip_range`` which
-    defaults to ``None`` (no clipping). Beyond those:
+    defaults to ``None`` (no clipping); the parameters below are those that differ or are new.
+    Loading a checkpoint of SB3's ``PPO`` keeps its ``clip_range`` (clipping on top of the penalty): pass
+    ``custom_objects={"clip_range": None}`` for the pure penalty.
 
     Paper: https://arxiv.org/abs/1707.06347 (section 4, "Adaptive KL Penalty Coefficient")
 
@@ -176,7 +178,11 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         return th.cat(results)
 
     def _before_policy_update(self) -> None:
-        self.rollout_buffer.set_old_distribution_params(self._over_rollout(old_params=None))
+        if not self.rollout_buffer.full:
+            raise RuntimeError("train() needs a full rollout buffer: collect a rollout first (learn() does)")
+        # Once per rollout: the policy that collected it. A second train() on the same rollout keeps that reference.
+        if self.rollout_buffer.old_distribution_params is None:
+            self.rollout_buffer.set_old_distribution_params(self._over_rollout(old_params=None))
 
     def _policy_loss(
         self,

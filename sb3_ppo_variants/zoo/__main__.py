@@ -1,0 +1,3 @@
+from sb3_ppo_variants.zoo.cli import main
+
+main()

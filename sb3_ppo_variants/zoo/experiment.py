@@ -1,0 +1,182 @@
+"""
+rl_zoo3's ``ExperimentManager`` with what distributed, fault-tolerant tuning needs and the zoo lacks.
+
+Everything else (env creation, the trial objective, pruning by periodic evaluation, training) is the zoo's own.
+Changes, each for a known zoo pitfall or gap:
+
+- ``--trial-id 0`` loads trial 0 (the zoo tests ``if trial_id:`` and silently ignores it).
+- Sampled ``policy_kwargs`` are merged into the YAML ones (the zoo replaces them, dropping e.g. ``log_std_init``).
+- Storages get a heartbeat (see :mod:`sb3_ppo_variants.zoo.storage`); the default storage is a local SQLite file.
+- ``--max-total-trials`` is exact across workers: a trial started beyond the budget by a race between workers
+  ends at once as FAIL (reason recorded) without training, so the study finishes exactly the budget.
+- A trial whose training goes non-finite is pruned with its reason in the trial's user attributes; any trial
+  that fails records why (``fail_reason``). The study goes on.
+- The report: a CSV of trials, the optimization history and parameter importances as PNG (matplotlib), the best
+  trial's model and its zoo YAML entry.
+"""
+
+import copy
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+
+from sb3_ppo_variants.common.finite import NonFiniteError
+from sb3_ppo_variants.zoo.report import write_report
+from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage
+
+# Trials that count towards --max-total-trials: finished ones, and running ones (so that workers do not overshoot)
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class OverBudgetError(RuntimeError):
+    """A trial was started after the study's global budget was already taken by other workers."""
+
+
+def _merge_policy_kwargs(sampler: Callable[..., dict[str, Any]], base_policy_kwargs: dict[str, Any]) -> Callable:
+    def sample(*args: Any) -> dict[str, Any]:
+        sampled = sampler(*args)
+        if "policy_kwargs" in sampled:
+            sampled["policy_kwargs"] = {**base_policy_kwargs, **sampled["policy_kwargs"]}
+        return sampled
+
+    return sample
+
+
+class TuningExperimentManager(ExperimentManager):
+    """
+    rl_zoo3's ``ExperimentManager`` (same arguments) with exact global budgets, heartbeats, reasons for failed
+    and pruned trials, and a richer report; see the module docstring.
+
+    :param heartbeat_interval: Seconds between trial heartbeats (SQLite and PostgreSQL storages)
+    """
+
+    def __init__(self, *args: Any, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.heartbeat_interval = heartbeat_interval
+        if self.optimize_hyperparameters:
+            self.study_name = self.study_name or f"{self.algo}-{self.env_name.gym_id}"
+            study_folder = os.path.join(self.log_folder, self.algo, self.study_name)
+            if self.storage is None:
+                os.makedirs(study_folder, exist_ok=True)
+                self.storage = f"sqlite:///{os.path.abspath(os.path.join(study_folder, 'study.db'))}"
+            if self.optimization_log_path is None:
+                self.optimization_log_path = os.path.join(study_folder, "trials")
+        self.yaml_hyperparameters: dict[str, Any] = {}
+
+    def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        trial_id, self.trial_id = self.trial_id, None
+        try:
+            hyperparams, saved_hyperparams = super().read_hyperparameters()
+        finally:
+            self.trial_id = trial_id
+        # Before the trial's values: the report writes the tuned entry on top of the YAML one
+        self.yaml_hyperparameters = copy.deepcopy(dict(saved_hyperparams))
+        if self.storage and self.study_name and trial_id is not None:
+            print(f"Loading hyperparameters of trial {trial_id} from study {self.study_name}")
+            hyperparams.update(self.load_trial(self.storage, self.study_name, trial_id))
+            if self.custom_hyperparams is not None:
+                hyperparams.update(self.custom_hyperparams)
+            saved_hyperparams = type(saved_hyperparams)((key, hyperparams[key]) for key in sorted(hyperparams))
+        return hyperparams, saved_hyperparams
+
+    def load_trial(self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True) -> dict[str, Any]:
+        study = optuna.load_study(storage=make_storage(storage, self.heartbeat_interval), study_name=study_name)
+        trial = study.best_trial if trial_id is None else study.trials[trial_id]
+        if trial_id is not None and trial.state != TrialState.COMPLETE:
+            print(f"Warning: trial {trial_id} of study {study_name} is {trial.state.name}, not COMPLETE")
+        if convert:
+            from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+
+            return HYPERPARAMS_CONVERTER[self.algo](trial.params)
+        return trial.params
+
+    def _budgeted_objective(self, study: optuna.Study) -> Callable[[optuna.Trial], float]:
+        def objective(trial: optuna.Trial) -> float:
+            if self.max_total_trials is not None:
+                counted = sorted(t.number for t in study.get_trials(deepcopy=False, states=BUDGET_STATES))
+                if counted.index(trial.number) >= self.max_total_trials:
+                    study.stop()
+                    reason = f"over budget: {self.max_total_trials} trials were already finished or running"
+                    trial.set_user_attr("fail_reason", reason)
+                    raise OverBudgetError(reason)
+            try:
+                return self.objective(trial)
+            except optuna.TrialPruned as pruned:
+                if pruned.__cause__ is not None:
+                    trial.set_user_attr("pruned_reason", f"{type(pruned.__cause__).__name__}: {pruned.__cause__}")
+                raise
+            except NonFiniteError as error:
+                trial.set_user_attr("pruned_reason", f"{type(error).__name__}: {error}")
+                raise optuna.TrialPruned(str(error)) from error
+            except Exception as error:
+                trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+                raise
+
+        return objective
+
+    def hyperparameters_optimization(self) -> None:
+        assert self.storage is not None and self.study_name is not None
+        if self.tensorboard_log is not None:
+            print("Tensorboard log is deactivated when running hyperparameter optimization")
+            self.tensorboard_log = None
+
+        study = optuna.create_study(
+            sampler=self._create_sampler(self.sampler),
+            pruner=self._create_pruner(self.pruner),
+            storage=make_storage(self.storage, self.heartbeat_interval),
+            study_name=self.study_name,
+            load_if_exists=True,
+            direction="maximize",
+        )
+        if "command" not in study.user_attrs:
+            study.set_user_attr("command", " ".join(sys.orig_argv))
+            for key in sorted(self._hyperparams):
+                study.set_user_attr(key, str(self._hyperparams[key]))
+        print(f"Study '{self.study_name}' in {self.storage} (sampler: {self.sampler}, pruner: {self.pruner})")
+
+        n_trials = self.n_trials
+        callbacks = []
+        if self.max_total_trials is not None:
+            callbacks.append(MaxTrialsCallback(self.max_total_trials, states=BUDGET_STATES))
+            n_trials = min(n_trials, max(self.max_total_trials - len(study.get_trials(states=BUDGET_STATES)), 0))
+
+        original_sampler = HYPERPARAMS_SAMPLER[self.algo]
+        HYPERPARAMS_SAMPLER[self.algo] = _merge_policy_kwargs(original_sampler, self._hyperparams.get("policy_kwargs", {}))
+        try:
+            if n_trials > 0:
+                study.optimize(
+                    self._budgeted_objective(study),
+                    n_trials=n_trials,
+                    n_jobs=self.n_jobs,
+                    callbacks=callbacks,
+                    catch=(OverBudgetError,),
+                    gc_after_trial=True,
+                    show_progress_bar=self.show_progress,
+                )
+        except KeyboardInterrupt:
+            print("Interrupted: the study keeps every finished trial")
+        finally:
+            HYPERPARAMS_SAMPLER[self.algo] = original_sampler
+
+        report_folder = os.path.join(self.log_folder, self.algo, self.study_name, "report")
+        write_report(
+            study,
+            report_folder=report_folder,
+            env_id=self.env_name.gym_id,
+            yaml_hyperparameters=self.yaml_hyperparameters,
+            tuned_hyperparameters=self.load_trial(self.storage, self.study_name) if _has_complete_trial(study) else {},
+            trials_folder=self.optimization_log_path,
+            plots=not self.no_optim_plots,
+            n_timesteps=self.n_timesteps,
+        )
+
+
+def _has_complete_trial(study: optuna.Study) -> bool:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) > 0
