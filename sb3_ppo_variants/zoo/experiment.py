@@ -18,6 +18,7 @@ Changes, each for a known zoo pitfall or gap:
 import copy
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -141,6 +142,11 @@ class TuningExperimentManager(ExperimentManager):
                 study.set_user_attr(key, str(self._hyperparams[key]))
         print(f"Study '{self.study_name}' in {self.storage} (sampler: {self.sampler}, pruner: {self.pruner})")
 
+        # Trials of dead workers end as FAIL (and are retried) now, so that they do not hold budget
+        # (a no-op for storages without heartbeat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         n_trials = self.n_trials
         callbacks = []
         if self.max_total_trials is not None:

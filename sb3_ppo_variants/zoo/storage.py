@@ -8,13 +8,17 @@ Optuna storages for every scale, from a string as given to ``--storage``.
   a trial whose worker was killed stays RUNNING; prefer SQLite when workers may die.
 """
 
+import random
+import time
 import warnings
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 DEFAULT_HEARTBEAT_INTERVAL = 60
+CREATION_ATTEMPTS = 5
 
 
 def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL) -> BaseStorage:
@@ -32,13 +36,21 @@ def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL)
     if url.startswith("sqlite"):
         # Several processes share the file: wait for the lock rather than failing at once
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    with warnings.catch_warnings():
-        # Heartbeats are marked experimental in Optuna, though they have been there since 2.x
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+    for attempt in range(CREATION_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats are marked experimental in Optuna, though they have been there since 2.x
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except (IntegrityError, OperationalError):
+            # Workers that start together race to create the schema of a new database: the loser retries
+            if attempt == CREATION_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")

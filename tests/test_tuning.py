@@ -1,0 +1,168 @@
+"""
+Tuning at every scale, for real: separate worker processes (the ``sb3-ppo-variants`` command) on a local SQLite
+file and on a PostgreSQL server, a worker killed mid-trial, and trials whose training goes non-finite.
+
+The PostgreSQL test needs ``SB3PV_TEST_POSTGRES_URL`` (``.ci/run`` starts a server and sets it); under CI it fails
+when the variable is missing rather than skipping.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sb3_ppo_variants import PPOPenalty
+
+TESTS = Path(__file__).resolve().parent
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Small but real trials: CartPole, 1024 steps, evaluated twice
+FAST_TRIAL = ["--env", "CartPole-v1", "-n", "1024", "--n-evaluations", "2", "--eval-episodes", "2", "--num-threads", "1"]
+FAST_TRIAL += ["-params", "n_envs:2"]
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sb3_ppo_variants.zoo", *args]
+
+
+def _environment() -> dict[str, str]:
+    # broken_envs (for --gym-packages) lives next to this file
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run(_command(*args), cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        _command(*args), cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _load(storage: str, study_name: str) -> optuna.Study:
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def test_newcomer_tune_command_writes_a_report(tmp_path):
+    result = _run(["tune", *FAST_TRIAL, "--n-trials", "3", "--seed", "0"], tmp_path)
+    study_folder = tmp_path / "logs" / "ppo_penalty" / "ppo_penalty-CartPole-v1"
+    study = _load(f"sqlite:///{study_folder / 'study.db'}", "ppo_penalty-CartPole-v1")
+    assert len(study.get_trials(states=FINISHED)) == 3
+
+    report = study_folder / "report"
+    assert (report / "trials.csv").read_text().count("\n") == 4  # header + 3 trials
+    for picture in ("optimization_history.png", "param_importances.png"):
+        assert (report / picture).read_bytes()[:4] == b"\x89PNG"
+    snippet = (report / "best_hyperparameters.yml").read_text()
+    assert snippet.startswith("# Tuned: study 'ppo_penalty-CartPole-v1'")
+    entry = yaml.safe_load(snippet)["CartPole-v1"]
+    best = study.best_trial
+    assert entry["kl_target"] == best.params["kl_target"] and entry["beta"] == best.params["beta"]
+    assert ("clip_range" in entry) == best.params["combine_clipping"]
+    assert "Best trial #" in result.stdout and "CartPole-v1:" in result.stdout
+    model = PPOPenalty.load(report / "best_model.zip")
+    assert model.kl_target == best.params["kl_target"]
+
+    # --trial-id 0 (which the zoo alone ignores) trains with trial 0's hyperparameters
+    storage = f"sqlite:///{study_folder / 'study.db'}"
+    _run(["train", *FAST_TRIAL, "--storage", storage, "--study-name", "ppo_penalty-CartPole-v1", "--trial-id", "0"], tmp_path)
+    (model_path,) = (tmp_path / "logs" / "ppo_penalty").glob("CartPole-v1_*/CartPole-v1.zip")
+    trained = PPOPenalty.load(model_path)
+    assert trained.kl_target == study.trials[0].params["kl_target"]
+
+
+def _two_workers_share_one_budget(storage: str, cwd: Path, budget: int = 6) -> None:
+    study_name = f"shared-{uuid.uuid4().hex[:8]}"
+    args = ["train", "-optimize", *FAST_TRIAL, "--storage", storage, "--study-name", study_name]
+    args += ["--max-total-trials", str(budget), "--n-trials", "100", "--no-optim-plots"]
+    workers = [_start([*args, "--seed", str(seed)], cwd) for seed in (1, 2)]
+    outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+
+    study = _load(storage, study_name)
+    finished = study.get_trials(states=FINISHED)
+    assert len(finished) == budget
+    numbers = [trial.number for trial in study.trials]
+    assert len(numbers) == len(set(numbers))
+    # Both workers ran trials, and nothing was left running
+    assert all("Trial" in output and "finished" in output for output in outputs)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    # A trial that lost a race for the last places of the budget ends at once, and says so
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        assert trial.user_attrs["fail_reason"].startswith("over budget")
+
+
+def test_two_processes_share_a_sqlite_study(tmp_path):
+    _two_workers_share_one_budget(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+
+
+def test_two_processes_share_a_postgresql_study(tmp_path):
+    url = os.environ.get("SB3PV_TEST_POSTGRES_URL")
+    if url is None:
+        if os.environ.get("CI"):
+            pytest.fail("SB3PV_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL and sets it")
+        pytest.skip("no PostgreSQL server (set SB3PV_TEST_POSTGRES_URL, see .ci/postgres.sh)")
+    _two_workers_share_one_budget(url, tmp_path)
+
+
+def test_killed_worker_trial_fails_and_the_study_goes_on(tmp_path):
+    storage, study_name = f"sqlite:///{tmp_path / 'study.db'}", "killed"
+    common = ["train", "-optimize", "--env", "CartPole-v1", "--storage", storage, "--study-name", study_name]
+    common += ["--heartbeat-interval", "1", "--num-threads", "1", "--no-optim-plots", "--max-total-trials", "2"]
+    # A long trial, killed while it trains (once all its hyperparameters are sampled: "combine_clipping" is the last)
+    worker = _start([*common, "-n", "1000000", "--seed", "1"], tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            running = _load(storage, study_name).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            continue
+        if running and "combine_clipping" in running[0].params:
+            break
+    else:
+        worker.kill()
+        pytest.fail("the worker never started a trial:\n" + worker.communicate()[0][-3000:])
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    killed = _load(storage, study_name).get_trials(states=(TrialState.RUNNING,))
+    assert len(killed) == 1
+
+    time.sleep(3)  # more than the grace period (2 heartbeat intervals)
+    _run([*common, "-n", "1024", "--n-evaluations", "2", "--eval-episodes", "2", "--seed", "2"], tmp_path)
+    study = _load(storage, study_name)
+    assert study.trials[killed[0].number].state == TrialState.FAIL
+    assert len(study.get_trials(states=FINISHED)) == 2
+    # The dead trial's hyperparameters were retried
+    retried = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed[0].number]
+    assert len(retried) == 1 and retried[0].params == killed[0].params
+
+
+def test_non_finite_trials_are_pruned_with_their_reason(tmp_path):
+    storage, study_name = f"sqlite:///{tmp_path / 'study.db'}", "non-finite"
+    args = ["train", "-optimize", "--algo", "ppo_penalty", "--env", "NaNAfterSteps-v0", "--gym-packages", "broken_envs"]
+    args += ["-n", "2048", "--n-trials", "3", "--storage", storage, "--study-name", study_name, "--no-optim-plots"]
+    args += ["--num-threads", "1", "--seed", "0", "-params", "n_envs:1", "n_steps:64", "batch_size:32"]
+    args += ["--conf-file", str(TESTS.parent / "zoo_configs" / "ppo_penalty.yml")]
+    # The YAML has no entry for this env: give one through a file of our own
+    conf = tmp_path / "conf.yml"
+    conf.write_text("NaNAfterSteps-v0:\n  policy: MlpPolicy\n  n_timesteps: 2048\n")
+    args[args.index(str(TESTS.parent / "zoo_configs" / "ppo_penalty.yml"))] = str(conf)
+    _run(args, tmp_path)
+    study = _load(storage, study_name)
+    assert len(study.trials) == 3
+    for trial in study.trials:
+        assert trial.state == TrialState.PRUNED
+        reason = trial.user_attrs["pruned_reason"]
+        assert re.match(r"NonFiniteError: The environment returned non-finite (terminal_)?observation", reason)

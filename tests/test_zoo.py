@@ -1,0 +1,167 @@
+"""rl_zoo3 integration: registration, the shipped YAML files, search spaces and the command line."""
+
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import optuna
+import pytest
+import yaml
+from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+from rl_zoo3.utils import ALGOS
+
+from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.zoo import register_algorithms, zoo_config_path
+from sb3_ppo_variants.zoo.cli import main, zoo_arguments
+from sb3_ppo_variants.zoo.report import format_python, tuned_zoo_entry
+from sb3_ppo_variants.zoo.search_spaces import (
+    INITIAL_BETA_RANGE,
+    KL_TARGET_RANGE,
+    convert_ppo_penalty_params,
+    sample_ppo_penalty_params,
+)
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+REQUIRED_ENVS = [
+    "CartPole-v1",
+    "Acrobot-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "Pendulum-v1",
+    "LunarLander-v3",
+    "LunarLanderContinuous-v3",
+    "BipedalWalker-v3",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Swimmer-v5",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+    "Reacher-v5",
+    "Ant-v5",
+]
+
+
+def _entries(algo: str) -> dict:
+    with open(zoo_config_path(algo)) as file:
+        return yaml.safe_load(file)
+
+
+def test_registration():
+    register_algorithms()
+    assert ALGOS["ppo_clip"] is PPOClip and ALGOS["ppo_penalty"] is PPOPenalty
+    assert HYPERPARAMS_SAMPLER["ppo_penalty"] is sample_ppo_penalty_params
+    assert HYPERPARAMS_CONVERTER["ppo_penalty"] is convert_ppo_penalty_params
+
+
+@pytest.mark.parametrize("algo", ["ppo_clip", "ppo_penalty"])
+def test_yaml_covers_required_envs_and_is_the_repository_file(algo):
+    assert zoo_config_path(algo).read_text() == (REPOSITORY / "zoo_configs" / f"{algo}.yml").read_text()
+    entries = _entries(algo)
+    assert set(REQUIRED_ENVS) <= set(entries)
+    for env_id, entry in entries.items():
+        if algo == "ppo_penalty":
+            assert "clip_range" not in entry or entry["clip_range"] != "None", env_id
+        assert entry["policy"] == "MlpPolicy", env_id
+
+
+def test_every_penalty_entry_says_where_it_comes_from():
+    text = zoo_config_path("ppo_penalty").read_text()
+    blocks = text.split("\n\n")
+    for env_id in REQUIRED_ENVS:
+        block = next(block for block in blocks if f"\n{env_id}:" in f"\n{block}")
+        assert "# Tuned: study" in block or "not yet tuned" in block or "<<: *" in block, env_id
+
+
+def _env_available(env_id: str) -> None:
+    try:
+        gym.make(env_id).close()
+    except gym.error.DependencyNotInstalled as error:
+        pytest.skip(f"{env_id} needs an extra that is not installed: {error}")
+
+
+@pytest.mark.parametrize("algo", ["ppo_clip", "ppo_penalty"])
+@pytest.mark.parametrize("env_id", REQUIRED_ENVS)
+def test_every_entry_trains(algo, env_id, tmp_path, monkeypatch):
+    """Each YAML entry, through the zoo's own preprocessing, builds its model and trains a few hundred steps."""
+    _env_available(env_id)
+    monkeypatch.chdir(tmp_path)
+    # One small rollout instead of the entry's (up to 32 envs x 2048 steps); everything else is the entry's
+    arguments = ["train", "--algo", algo, "--env", env_id, "-n", "128", "-f", "logs", "--seed", "0", "--eval-freq", "-1"]
+    main([*arguments, "--num-threads", "1", "--verbose", "0", "-params", "n_envs:2", "n_steps:64", "batch_size:32"])
+    model_path = tmp_path / "logs" / algo / f"{env_id}_1" / f"{env_id}.zip"
+    assert model_path.exists()
+    model = (PPOClip if algo == "ppo_clip" else PPOPenalty).load(model_path)
+    assert model.num_timesteps == 128
+    # The zoo writes the hyperparameters it used as an OrderedDict
+    saved = yaml.load((tmp_path / "logs" / algo / f"{env_id}_1" / env_id / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    assert dict(saved)["n_steps"] == 64 and dict(saved)["policy"] == "MlpPolicy"
+
+
+def test_wheel_ships_the_yaml_files(tmp_path):
+    """After a normal (non-editable) install, the YAML files are package data."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPOSITORY)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("sb3_ppo_variants-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sb3_ppo_variants/zoo_configs/ppo_clip.yml" in names
+    assert "sb3_ppo_variants/zoo_configs/ppo_penalty.yml" in names
+
+
+def test_penalty_search_space():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_clipping = set()
+    for _ in range(12):
+        trial = study.ask()
+        sampled = sample_ppo_penalty_params(trial, 1, 1, {})
+        assert KL_TARGET_RANGE[0] <= sampled["kl_target"] <= KL_TARGET_RANGE[1]
+        assert INITIAL_BETA_RANGE[0] <= sampled["beta"] <= INITIAL_BETA_RANGE[1]
+        assert ("clip_range" in sampled) == trial.params["combine_clipping"]
+        seen_clipping.add(trial.params["combine_clipping"])
+        # Loading a trial (--trial-id) converts its recorded parameters: the same hyperparameters
+        assert convert_ppo_penalty_params(trial.params) == sampled
+        assert {"gamma", "gae_lambda", "batch_size", "n_steps", "learning_rate", "policy_kwargs"} <= set(sampled)
+        study.tell(trial, 0.0)
+    assert seen_clipping == {False, True}
+
+
+def test_zoo_arguments_defaults():
+    args = zoo_arguments("train", ["--env", "CartPole-v1"])
+    assert args[:4] == ["--env", "CartPole-v1", "--algo", "ppo_penalty"]
+    assert args[-2:] == ["--conf-file", str(zoo_config_path("ppo_penalty"))]
+    args = zoo_arguments("tune", ["--algo=ppo_clip", "-n", "5000", "--n-trials", "7"])
+    assert "--optimize-hyperparameters" in args and "--progress" in args
+    assert args.count("--n-trials") == 1 and "7" in args and "20000" not in args
+    assert args[-2:] == ["--conf-file", str(zoo_config_path("ppo_clip"))]
+    # The zoo's own algorithms keep the zoo's own files; a given conf file is kept
+    assert "--conf-file" not in zoo_arguments("train", ["--algo", "ppo"])
+    assert zoo_arguments("train", ["-conf", "my.yml"]).count("my.yml") == 1
+    assert "--conf-file" not in zoo_arguments("train", ["-conf", "my.yml"])
+
+
+def test_cli_without_command_prints_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "sb3-ppo-variants tune" in capsys.readouterr().out
+
+
+def test_tuned_entry_merges_yaml_and_trial():
+    import torch.nn as nn
+
+    yaml_entry = {"n_envs": 8, "learning_rate": "lin_0.001", "clip_range": 0.2, "policy_kwargs": "dict(log_std_init=-2)"}
+    tuned = {"learning_rate": 3e-4, "policy_kwargs": {"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": nn.ReLU}}
+    entry = tuned_zoo_entry(yaml_entry, tuned, {"combine_clipping": False})
+    assert entry == {
+        "learning_rate": 3e-4,
+        "n_envs": 8,
+        "policy_kwargs": "dict(log_std_init=-2, net_arch=dict(pi=[64], vf=[64]), activation_fn=nn.ReLU)",
+    }
+    assert eval(entry["policy_kwargs"], {"nn": nn}) == {"log_std_init": -2, **tuned["policy_kwargs"]}
+    assert format_python([1, "a"]) == "[1, 'a']"
