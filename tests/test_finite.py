@@ -163,3 +163,16 @@ def test_penalty_train_without_rollout():
     model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, device="cpu")
     with pytest.raises(RuntimeError, match="full rollout buffer"):
         model.train()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_distribution_validation_is_restored_after_learn(algo):
+    """learn() turns torch.distributions validation off for speed, and restores it, also after an error."""
+    assert th.distributions.Distribution._validate_args
+    model = algo("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, n_epochs=1, device="cpu")
+    model.learn(16)
+    assert th.distributions.Distribution._validate_args
+    model.set_env(make_vec_env(BrokenEnv, n_envs=1, env_kwargs={"broken_from": 3}))
+    with pytest.raises(NonFiniteError):
+        model.learn(32)
+    assert th.distributions.Distribution._validate_args

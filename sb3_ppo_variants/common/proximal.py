@@ -13,6 +13,8 @@ one of SB3's ``PPO.train()``, so on CPU a seeded run ends with exactly SB3's par
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -41,6 +43,21 @@ DIAGNOSTIC_CLIP_RANGE = 0.2
 
 SelfProximalPolicyAlgorithm = TypeVar("SelfProximalPolicyAlgorithm", bound="ProximalPolicyAlgorithm")
 RolloutSamples = ProximalRolloutBufferSamples | ProximalDictRolloutBufferSamples
+
+
+@contextmanager
+def distribution_validation(enabled: bool) -> Iterator[None]:
+    """
+    Turn ``torch.distributions`` argument validation on or off (a process-wide default) within the block.
+
+    :param enabled: Whether distributions validate their arguments inside the block
+    """
+    previous = th.distributions.Distribution._validate_args
+    th.distributions.Distribution.set_default_validate_args(enabled)
+    try:
+        yield
+    finally:
+        th.distributions.Distribution.set_default_validate_args(previous)
 
 
 def check_number(
@@ -472,11 +489,15 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfProximalPolicyAlgorithm:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        # torch.distributions re-checks every parameter and sample against its constraints, on every
+        # minibatch and every env step; the checks change no value, and the non-finite guards already stop
+        # training on NaN observations and losses, so they are turned off while learning.
+        with distribution_validation(False):
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
