@@ -12,7 +12,6 @@ import argparse
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch as th
@@ -81,7 +80,7 @@ def main() -> None:
     th.set_num_threads(args.threads)
 
     task = TASKS[args.task]
-    algos: dict[str, Callable] = {"SB3 PPO": PPO, "PPOClip": PPOClip, "PPOPenalty": PPOPenalty}
+    algos: dict[str, type] = {"SB3 PPO": PPO, "PPOClip": PPOClip, "PPOPenalty": PPOPenalty}
     times: dict[str, list[float]] = {name: [] for name in algos}
     identical = []
     for repeat in range(args.repeats):

@@ -1,0 +1,280 @@
+"""
+Tables and plots from the harness's CSVs, written to ``docs/benchmarks.md`` and ``docs/img/``.
+
+    python -m benchmarks.report [--results benchmarks/results] [--docs docs]
+"""
+
+import argparse
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import HEADLINE_SETTINGS, PAPER_SETTINGS, RESULTS
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Schulman et al. 2017, Table 1: normalized scores averaged over the seven MuJoCo tasks (1M steps, 3 seeds)
+PAPER_NORMALIZED = {
+    "none": -0.39,
+    "clip-0.1": 0.76,
+    "clip-0.2": 0.82,
+    "clip-0.3": 0.70,
+    "adaptive-0.003": 0.68,
+    "adaptive-0.01": 0.74,
+    "adaptive-0.03": 0.71,
+    "fixed-0.3": 0.62,
+    "fixed-1": 0.71,
+    "fixed-3": 0.72,
+    "fixed-10": 0.69,
+}
+# rl-zoo's published PPO results (mean evaluation return)
+ZOO_PUBLISHED_PPO = {
+    "CartPole-v1": 500.0,
+    "Acrobot-v1": -73.5,
+    "Pendulum-v1": -172.0,
+    "LunarLander-v3": 242.0,
+    "LunarLanderContinuous-v3": 271.0,
+    "Hopper-v5": 2410.0,
+    "HalfCheetah-v5": 5819.0,
+}
+
+
+def read_rows(csv_path: Path) -> list[dict[str, Any]]:
+    """:return: The rows of a harness CSV, numbers parsed"""
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        for key in ("final_score", "eval_return", "wall_time_s", "steps_per_s"):
+            row[key] = float(row[key])
+        row["seed"], row["timesteps"] = int(row["seed"]), int(row["timesteps"])
+    return rows
+
+
+def scores_by(rows: list[dict[str, Any]], key: str = "final_score") -> dict[tuple[str, str], list[float]]:
+    """:return: ``{(setting, env_id): [score per seed]}``"""
+    grouped: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        grouped[(row["setting"], row["env_id"])].append(row[key])
+    return grouped
+
+
+def normalized_scores(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
+    """
+    The paper's normalization: per env, the random policy scores 0 and the best setting (by mean over seeds) 1;
+    each setting's normalized scores are averaged over envs and seeds.
+
+    :param rows: Rows of the paper suite, random-policy rows included
+    :return: ``{setting: (mean normalized score, number of runs averaged)}``, for envs with a random baseline
+    """
+    grouped = scores_by(rows)
+    envs = {env for setting, env in grouped if setting == "random"}
+    normalized: dict[str, list[float]] = defaultdict(list)
+    for env in sorted(envs):
+        random_score = float(np.mean(grouped[("random", env)]))
+        setting_means = {s: float(np.mean(v)) for (s, e), v in grouped.items() if e == env and s != "random"}
+        if not setting_means:
+            continue
+        best = max(setting_means.values())
+        if math.isclose(best, random_score):
+            continue
+        for (setting, row_env), values in grouped.items():
+            if row_env == env and setting != "random":
+                normalized[setting] += [(value - random_score) / (best - random_score) for value in values]
+    return {setting: (float(np.mean(values)), len(values)) for setting, values in normalized.items()}
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})"
+
+
+def score_table(rows: list[dict[str, Any]], settings: list[str], key: str = "final_score") -> str:
+    """:return: A Markdown table, envs as rows, settings as columns, mean ± std over seeds"""
+    grouped = scores_by(rows, key)
+    envs = sorted({env for _, env in grouped})
+    columns = [setting for setting in settings if any((setting, env) in grouped for env in envs)]
+    lines = ["| env | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for env in envs:
+        cells = [_mean_std(grouped[(setting, env)]) if (setting, env) in grouped else "n/a" for setting in columns]
+        lines.append(f"| {env} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _curves(monitor_folder: Path, run_ids: list[str], grid: np.ndarray) -> np.ndarray | None:
+    """Episode returns of each run, as a function of timesteps, interpolated onto ``grid`` (one row per run)."""
+    from stable_baselines3.common.monitor import load_results
+
+    curves = []
+    for run_id in run_ids:
+        folder = monitor_folder / run_id.replace("|", "_")
+        if not folder.is_dir():
+            continue
+        data = load_results(str(folder)).sort_values("t")
+        if len(data) < 2:
+            continue
+        timesteps = np.cumsum(data["l"].to_numpy())
+        smoothed = np.convolve(data["r"].to_numpy(), np.ones(10) / 10, mode="same") if len(data) >= 10 else data["r"]
+        curves.append(np.interp(grid, timesteps, smoothed))
+    return np.array(curves) if curves else None
+
+
+def plot_learning_curves(
+    rows: list[dict[str, Any]], suite_folder: Path, settings: list[str], image_folder: Path, prefix: str
+) -> list[Path]:
+    """One PNG per env: mean ± std over seeds of the (smoothed) training episode return, one line per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image_folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for env in sorted({row["env_id"] for row in rows}):
+        figure, axes = plt.subplots(figsize=(7, 4))
+        for setting in settings:
+            env_rows = [row for row in rows if row["env_id"] == env and row["setting"] == setting]
+            if not env_rows:
+                continue
+            grid = np.linspace(0, max(row["timesteps"] for row in env_rows), 200)
+            curves = _curves(suite_folder / "monitor", [row["run_id"] for row in env_rows], grid)
+            if curves is None:
+                continue
+            mean, std = curves.mean(axis=0), curves.std(axis=0)
+            axes.plot(grid, mean, label=f"{setting} ({len(curves)} seeds)")
+            axes.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        axes.set_title(env)
+        axes.set_xlabel("timesteps")
+        axes.set_ylabel("training episode return")
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        path = image_folder / f"{prefix}_{env}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def plot_beta(suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path, max_runs: int = 4) -> Path | None:
+    """beta and the measured KL against the target over training, for a few adaptive runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adaptive = [row for row in rows if row["setting"].startswith("adaptive")][:max_runs]
+    traces = [(row, suite_folder / "beta" / f"{row['run_id'].replace('|', '_')}.csv") for row in adaptive]
+    traces = [(row, path) for row, path in traces if path.exists()]
+    if not traces:
+        return None
+    figure, (beta_axes, kl_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for row, path in traces:
+        data = np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=1))
+        if data.shape[1] != 3 or len(data) == 0:
+            continue
+        label = f"{row['setting']} {row['env_id']} seed {row['seed']}"
+        beta_axes.semilogy(data[:, 0], data[:, 1], label=label)
+        line = kl_axes.semilogy(data[:, 0], np.maximum(data[:, 2], 1e-8), label=label)[0]
+        kl_axes.axhline(float(row["setting"].split("-")[1]), color=line.get_color(), linestyle="--", linewidth=0.8)
+    beta_axes.set_ylabel("beta")
+    kl_axes.set_ylabel("mean KL per update (dashed: kl_target)")
+    kl_axes.set_xlabel("timesteps")
+    beta_axes.legend(fontsize=7)
+    figure.tight_layout()
+    image_folder.mkdir(parents=True, exist_ok=True)
+    path = image_folder / "beta_and_kl.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
+    if not rows:
+        return "No run of this suite yet.\n"
+    budgets = sorted({row["timesteps"] for row in rows})
+    settings = ["random", *PAPER_SETTINGS]
+    normalized = normalized_scores(rows)
+    lines = [
+        f"Runs: {len(rows)} (budgets: {', '.join(f'{b:,}' for b in budgets)} steps), seeds per cell in parentheses.\n",
+        "Final score (mean return of the last 100 training episodes):\n",
+        score_table(rows, settings),
+        "\nNormalized score (random policy = 0, best setting per env = 1; averaged over envs and seeds), next to "
+        "the paper's Table 1 (1M steps, all seven tasks):\n",
+        "| setting | ours | runs averaged | paper |",
+        "|---|---|---|---|",
+    ]
+    for setting in PAPER_SETTINGS:
+        ours = f"{normalized[setting][0]:.2f}" if setting in normalized else "n/a"
+        count = normalized[setting][1] if setting in normalized else 0
+        lines.append(f"| {setting} | {ours} | {count} | {PAPER_NORMALIZED[setting]:.2f} |")
+    beta_bounds = [int(row["beta_at_bounds"]) for row in rows if row.get("beta_at_bounds") not in ("", None)]
+    lines.append(
+        f"\nUpdates that ended with beta at a bound (1e-4 or 1e4): {sum(beta_bounds)} over {len(beta_bounds)} PPOPenalty runs."
+    )
+    images = plot_learning_curves(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder, "paper")
+    beta_image = plot_beta(suite_folder, rows, image_folder)
+    lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
+    if beta_image is not None:
+        lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def zoo_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
+    if not rows:
+        return "No run of this suite yet.\n"
+    algos = ["ppo_penalty", "ppo_clip", "sb3_ppo", "trpo"]
+    lines = [
+        "Deterministic evaluation return (10 episodes at the end of training), mean ± std over seeds:\n",
+        score_table(rows, algos, key="eval_return"),
+        "\nFinal score (last 100 training episodes):\n",
+        score_table(rows, algos),
+        "\nrl-zoo's published PPO results: " + ", ".join(f"{env} {value:g}" for env, value in ZOO_PUBLISHED_PPO.items()),
+    ]
+    images = plot_learning_curves(rows, suite_folder, algos, image_folder, "zoo")
+    lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
+    """
+    :param results: The harness's results folder
+    :param docs: The docs folder (``benchmarks.md`` and ``img/`` are written there)
+    :return: The Markdown file
+    """
+    image_folder = docs / "img"
+    sections = [
+        "# Benchmarks\n",
+        (Path(__file__).parent / "README.md").read_text() if (Path(__file__).parent / "README.md").exists() else "",
+    ]
+    for suite, title, make_section in (
+        ("paper", "Suite 1: the PPO paper's comparison of objectives (MuJoCo, 200k steps)", paper_section),
+        ("paper-1m", "Suite 1 at the paper's budget: headline settings, 1M steps", paper_section),
+        ("zoo", "Suite 2: side by side with SB3 PPO and sb3-contrib TRPO", zoo_section),
+        ("tiny", "Tiny suite (harness self-test)", paper_section),
+    ):
+        rows = read_rows(results / suite / "runs.csv")
+        if suite == "tiny" and not rows:
+            continue
+        sections += [f"## {title}\n", make_section(rows, results / suite, image_folder)]
+    speed = results / "speed.md"
+    if speed.exists():
+        sections += ["## Speed\n", speed.read_text()]
+    path = docs / "benchmarks.md"
+    docs.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sections))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write docs/benchmarks.md from the harness's results.")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--docs", type=Path, default=DOCS)
+    args = parser.parse_args(argv)
+    print(f"Wrote {write_report(args.results, args.docs)}")
+
+
+if __name__ == "__main__":
+    main()

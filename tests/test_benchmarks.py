@@ -1,0 +1,82 @@
+"""The benchmark harness: suites, resumable CSV appends, the paper's normalization, the report."""
+
+import csv
+
+import pytest
+
+from benchmarks.harness import PAPER_ENVS, PAPER_SETTINGS, finished_run_ids, paper_suite, run_suite, tiny_suite, zoo_suite
+from benchmarks.report import normalized_scores, read_rows, write_report
+
+
+def test_paper_suite_is_the_full_sweep():
+    runs = paper_suite()
+    assert len(runs) == (len(PAPER_SETTINGS) + 1) * len(PAPER_ENVS) * 3  # + the random policy
+    assert len({run.run_id for run in runs}) == len(runs)
+    assert {run.timesteps for run in runs} == {200_000}
+    none = next(run for run in runs if run.setting == "none")
+    assert none.algo == "ppo_penalty" and none.hyperparameters["beta"] == 0.0 and none.hyperparameters["kl_target"] is None
+    clip = next(run for run in runs if run.setting == "clip-0.3")
+    assert clip.algo == "ppo_clip" and clip.hyperparameters["clip_range"] == 0.3
+    assert clip.hyperparameters["n_steps"] == 2048 and clip.hyperparameters["batch_size"] == 64
+
+
+def test_zoo_suite_compares_four_algorithms_on_the_same_budget():
+    runs = zoo_suite(timesteps=5_000, envs=["CartPole-v1", "Hopper-v5"])
+    by_env = {(run.env_id, run.algo) for run in runs}
+    assert by_env == {
+        (env, algo) for env in ("CartPole-v1", "Hopper-v5") for algo in ("ppo_penalty", "ppo_clip", "sb3_ppo", "trpo")
+    }
+    assert {run.timesteps for run in runs} == {5_000}
+    hopper_ppo = next(run for run in runs if run.env_id == "Hopper-v5" and run.algo == "sb3_ppo")
+    assert hopper_ppo.normalize and hopper_ppo.hyperparameters["batch_size"] == 32  # rl_zoo3's Hopper-v4 entry
+
+
+def test_resume_appends_and_never_rewrites(tmp_path):
+    csv_path = tmp_path / "tiny" / "runs.csv"
+    runs = tiny_suite()
+    assert run_suite(runs, csv_path, workers=2, max_runs=2) == 2
+    first_bytes = csv_path.read_bytes()
+    assert first_bytes.count(b"\n") == 3  # header + 2 rows
+
+    # An interrupted suite re-run: the finished runs are skipped, the others appended
+    assert run_suite(runs, csv_path, workers=2) == len(runs) - 2
+    assert csv_path.read_bytes().startswith(first_bytes)
+    assert finished_run_ids(csv_path) == {run.run_id for run in runs}
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(runs)
+    assert run_suite(runs, csv_path, workers=2) == 0
+
+    for row in rows:
+        assert float(row["wall_time_s"]) > 0 and float(row["steps_per_s"]) > 0
+        assert int(row["n_episodes"]) > 0
+    monitor_files = list((tmp_path / "tiny" / "monitor").rglob("*.monitor.csv"))
+    assert len(monitor_files) == len(runs)
+    assert (tmp_path / "tiny" / "beta").is_dir()
+
+    # The report from those results
+    markdown = write_report(tmp_path, tmp_path / "docs").read_text()
+    assert "## Tiny suite" in markdown and "| CartPole-v1 |" in markdown and "(n=2)" in markdown
+    assert (tmp_path / "docs" / "img" / "paper_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"
+    assert read_rows(csv_path)[0]["timesteps"] == 512
+
+
+def _row(setting, env, score):
+    return {"setting": setting, "env_id": env, "final_score": score}
+
+
+def test_normalization_is_the_papers():
+    rows = [
+        _row("random", "A", 0.0),
+        _row("random", "A", 20.0),  # random = 10
+        _row("clip-0.2", "A", 110.0),
+        _row("clip-0.2", "A", 90.0),  # best = 100
+        _row("adaptive-0.01", "A", 55.0),  # (55 - 10) / 90 = 0.5
+        _row("random", "B", -100.0),
+        _row("clip-0.2", "B", -50.0),  # 1 (alone, best)
+        _row("adaptive-0.01", "B", -150.0),  # (-150 + 100) / 50 = -1
+    ]
+    normalized = normalized_scores(rows)
+    assert normalized["clip-0.2"] == (pytest.approx((10 / 9 + 8 / 9 + 1) / 3), 3)
+    assert normalized["adaptive-0.01"] == (pytest.approx((0.5 - 1) / 2), 2)
+    assert "random" not in normalized
