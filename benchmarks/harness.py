@@ -165,11 +165,11 @@ def tiny_suite() -> list[RunSpec]:
 
 SUITES: dict[str, Callable[..., list[RunSpec]]] = {
     "paper": paper_suite,
-    "paper-1m": lambda timesteps=1_000_000: paper_suite(
-        timesteps, ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"], HEADLINE_SETTINGS
+    "paper-1m": lambda timesteps=1_000_000, envs=("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"): paper_suite(
+        timesteps, envs, HEADLINE_SETTINGS
     ),
     "zoo": zoo_suite,
-    "tiny": lambda timesteps=None: tiny_suite(),
+    "tiny": lambda timesteps=None, envs=None: tiny_suite(),
 }
 
 
@@ -372,8 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timesteps", type=int, default=None, help="Override the suite's budget per run")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs (resume later)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Results folder")
+    parser.add_argument("--envs", nargs="+", default=None, help="Only these envs (paper and zoo suites)")
     args = parser.parse_args(argv)
-    kwargs = {} if args.timesteps is None else {"timesteps": args.timesteps}
+    kwargs: dict[str, Any] = {} if args.timesteps is None else {"timesteps": args.timesteps}
+    if args.envs is not None:
+        kwargs["envs"] = args.envs
     runs = SUITES[args.suite](**kwargs)
     run_suite(runs, args.results / args.suite / "runs.csv", args.workers, args.max_runs)
     print(json.dumps({"suite": args.suite, "csv": str(args.results / args.suite / "runs.csv")}))
