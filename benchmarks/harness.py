@@ -143,9 +143,8 @@ def zoo_suite(timesteps: int | None = None, envs: Iterable[str] = ZOO_ENVS) -> l
             entry = _zoo_entry(path, env_id)
             if entry is None:
                 continue
+            normalize, n_envs = bool(entry.pop("normalize", False)), int(entry.pop("n_envs", 1))
             entry = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
-            normalize = bool(entry.pop("normalize", False))
-            n_envs = int(entry.pop("n_envs", 1))
             runs += [RunSpec("zoo", algo, algo, env_id, seed, budget, entry, normalize, n_envs) for seed in SEEDS]
     return runs
 
@@ -180,20 +179,6 @@ def _algorithm_class(algo: str) -> type:
     from sb3_ppo_variants import PPOClip, PPOPenalty
 
     return {"ppo_clip": PPOClip, "ppo_penalty": PPOPenalty, "sb3_ppo": PPO, "trpo": TRPO}[algo]
-
-
-def _constructor_keywords(hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """rl_zoo3's conventions: ``lin_<x>`` schedules and ``policy_kwargs`` as a Python string."""
-    from stable_baselines3.common.utils import LinearSchedule
-    from torch import nn
-
-    keywords = dict(hyperparameters)
-    for key, value in keywords.items():
-        if isinstance(value, str) and value.startswith("lin_"):
-            keywords[key] = LinearSchedule(float(value[4:]), 0.0, 1.0)
-    if isinstance(keywords.get("policy_kwargs"), str):
-        keywords["policy_kwargs"] = eval(keywords["policy_kwargs"], {"nn": nn, "dict": dict})
-    return keywords
 
 
 class _BetaRecorder:
@@ -249,6 +234,7 @@ def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
     from stable_baselines3.common.vec_env import VecNormalize
 
     from sb3_ppo_variants.common.adaptive_beta import BETA_MAX, BETA_MIN
+    from sb3_ppo_variants.zoo import constructor_arguments
 
     th.set_num_threads(1)
     safe_id = spec.run_id.replace("|", "_")
@@ -263,7 +249,7 @@ def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
         if spec.normalize:
             env = normalized_env = VecNormalize(env, gamma=spec.hyperparameters.get("gamma", 0.99))
         model = _algorithm_class(spec.algo)(
-            "MlpPolicy", env, seed=spec.seed, device="cpu", **_constructor_keywords(spec.hyperparameters)
+            "MlpPolicy", env, seed=spec.seed, device="cpu", **constructor_arguments(spec.hyperparameters)[0]
         )
         callback = None
         if spec.algo == "ppo_penalty":

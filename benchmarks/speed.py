@@ -12,55 +12,24 @@ import argparse
 import platform
 import statistics
 import time
-from typing import Any
 
 import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.zoo import constructor_arguments, zoo_hyperparameters
 
-# rl-zoo's tuned PPO hyperparameters (ppo.yml); PPOPenalty gets the same minus the clip range
-TASKS: dict[str, dict[str, Any]] = {
-    "cartpole": {
-        "env_id": "CartPole-v1",
-        "n_envs": 8,
-        "hyperparameters": {
-            "n_steps": 32,
-            "batch_size": 256,
-            "gae_lambda": 0.8,
-            "gamma": 0.98,
-            "n_epochs": 20,
-            "ent_coef": 0.0,
-            "learning_rate": LinearSchedule(1e-3, 0.0, 1.0),
-        },
-        "clip_range": LinearSchedule(0.2, 0.0, 1.0),
-    },
-    "pendulum-gsde": {
-        "env_id": "Pendulum-v1",
-        "n_envs": 4,
-        "hyperparameters": {
-            "n_steps": 1024,
-            "gae_lambda": 0.95,
-            "gamma": 0.9,
-            "n_epochs": 10,
-            "ent_coef": 0.0,
-            "learning_rate": 1e-3,
-            "use_sde": True,
-            "sde_sample_freq": 4,
-        },
-        "clip_range": 0.2,
-    },
-}
+# rl-zoo's tuned PPO hyperparameters (zoo_configs/ppo_clip.yml); PPOPenalty gets the same minus the clip range
+TASKS = {"cartpole": "CartPole-v1", "pendulum-gsde": "Pendulum-v1"}
 
 
-def _run(algo: type, task: dict[str, Any], timesteps: int, seed: int, device: str) -> tuple[float, dict[str, th.Tensor]]:
-    kwargs = dict(task["hyperparameters"])
-    if algo is not PPOPenalty:
-        kwargs["clip_range"] = task["clip_range"]
-    env = make_vec_env(task["env_id"], n_envs=task["n_envs"], seed=seed)
-    model = algo("MlpPolicy", env, seed=seed, device=device, **kwargs)
+def _run(algo: type, env_id: str, timesteps: int, seed: int, device: str) -> tuple[float, dict[str, th.Tensor]]:
+    keywords, n_envs, _ = constructor_arguments(zoo_hyperparameters("ppo_clip", env_id))
+    if algo is PPOPenalty:
+        keywords.pop("clip_range")
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    model = algo("MlpPolicy", env, seed=seed, device=device, **keywords)
     start = time.perf_counter()
     model.learn(timesteps)
     elapsed = time.perf_counter() - start
@@ -79,21 +48,21 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(args.threads)
 
-    task = TASKS[args.task]
+    env_id = TASKS[args.task]
     algos: dict[str, type] = {"SB3 PPO": PPO, "PPOClip": PPOClip, "PPOPenalty": PPOPenalty}
     times: dict[str, list[float]] = {name: [] for name in algos}
     identical = []
     for repeat in range(args.repeats):
         states = {}
         for name, algo in algos.items():
-            elapsed, states[name] = _run(algo, task, args.timesteps, args.seed, args.device)
+            elapsed, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device)
             times[name].append(elapsed)
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s", flush=True)
         identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
     reference = statistics.median(times["SB3 PPO"])
     print(
-        f"\n{task['env_id']}, {task['n_envs']} envs, {args.timesteps} steps, seed {args.seed}, device {args.device}, "
+        f"\n{env_id} (zoo_configs/ppo_clip.yml), {args.timesteps} steps, seed {args.seed}, device {args.device}, "
         f"{args.threads} torch thread(s), {args.repeats} alternating repeats; {platform.processor() or platform.machine()}, "
         f"torch {th.__version__}\n"
     )

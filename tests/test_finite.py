@@ -116,21 +116,18 @@ class BrokenTerminalObservationEnv(BrokenEnv):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_non_finite_reset_observation(algo):
-    env = make_vec_env(BrokenResetEnv, n_envs=2, env_kwargs={"broken_from": 10**9})
+@pytest.mark.parametrize(
+    "env_class, message",
+    [
+        (BrokenResetEnv, r"non-finite observations \(env indices \[0, 1\]\) at timestep 0"),
+        (BrokenTerminalObservationEnv, r"non-finite terminal_observation \(env indices \[0, 1\]\) at timestep 10"),
+    ],
+)
+def test_non_finite_reset_and_terminal_observations(algo, env_class, message):
+    env = make_vec_env(env_class, n_envs=2, env_kwargs={"broken_from": 10**9})
     model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
     before = _parameters(model)
-    with pytest.raises(NonFiniteError, match=r"non-finite observations \(env indices \[0, 1\]\) at timestep 0"):
-        model.learn(32)
-    _assert_unchanged(before, model)
-
-
-@pytest.mark.parametrize("algo", ALGOS)
-def test_non_finite_terminal_observation(algo):
-    env = make_vec_env(BrokenTerminalObservationEnv, n_envs=2, env_kwargs={"broken_from": 10**9})
-    model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
-    before = _parameters(model)
-    with pytest.raises(NonFiniteError, match=r"non-finite terminal_observation \(env indices \[0, 1\]\) at timestep 10"):
+    with pytest.raises(NonFiniteError, match=message):
         model.learn(32)
     _assert_unchanged(before, model)
 

@@ -10,38 +10,21 @@ from typing import Any
 import pytest
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.zoo import constructor_arguments, zoo_hyperparameters
 
 pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)
 
-# rl-zoo's tuned PPO hyperparameters for CartPole-v1 (ppo.yml); PPOPenalty keeps its defaults
-# (no clipping, kl_target=0.01, beta=1) instead of the clip range.
-CARTPOLE: dict[str, Any] = {
-    "n_envs": 8,
-    "n_steps": 32,
-    "batch_size": 256,
-    "gae_lambda": 0.8,
-    "gamma": 0.98,
-    "n_epochs": 20,
-    "ent_coef": 0.0,
-    "learning_rate": LinearSchedule(1e-3, 0.0, 1.0),
-}
-# rl-zoo's PPO hyperparameters for Pendulum-v1 (gSDE)
-PENDULUM: dict[str, Any] = {
-    "n_envs": 4,
-    "n_steps": 1024,
-    "gae_lambda": 0.95,
-    "gamma": 0.9,
-    "n_epochs": 10,
-    "ent_coef": 0.0,
-    "learning_rate": 1e-3,
-    "use_sde": True,
-    "sde_sample_freq": 4,
-}
+
+def _zoo_ppo(env_id: str, without_clipping: bool = False) -> dict[str, Any]:
+    """rl-zoo's tuned PPO hyperparameters (zoo_configs/ppo_clip.yml); PPOPenalty keeps its defaults instead of clipping."""
+    keywords, n_envs, _ = constructor_arguments(zoo_hyperparameters("ppo_clip", env_id))
+    if without_clipping:
+        keywords.pop("clip_range")
+    return {"n_envs": n_envs, **keywords}
 
 
 def _best_evaluation(algo: type, env_id: str, seed: int, budget: int, threshold: float, hyperparameters: dict) -> float:
@@ -67,10 +50,13 @@ def _reached(algo: type, env_id: str, budget: int, threshold: float, hyperparame
     return [result for result in results if result >= threshold]
 
 
-@pytest.mark.parametrize("algo, extra", [(PPOClip, {"clip_range": LinearSchedule(0.2, 0.0, 1.0)}), (PPOPenalty, {})])
-def test_cartpole(algo, extra):
-    assert len(_reached(algo, "CartPole-v1", 100_000, 475.0, {**CARTPOLE, **extra})) >= 2
+@pytest.mark.parametrize("algo", [PPOClip, PPOPenalty])
+def test_cartpole(algo):
+    hyperparameters = _zoo_ppo("CartPole-v1", without_clipping=algo is PPOPenalty)
+    assert len(_reached(algo, "CartPole-v1", 100_000, 475.0, hyperparameters)) >= 2
 
 
 def test_pendulum_penalty_gsde():
-    assert len(_reached(PPOPenalty, "Pendulum-v1", 200_000, -400.0, PENDULUM)) >= 2
+    hyperparameters = _zoo_ppo("Pendulum-v1", without_clipping=True)
+    assert hyperparameters["use_sde"]
+    assert len(_reached(PPOPenalty, "Pendulum-v1", 200_000, -400.0, hyperparameters)) >= 2

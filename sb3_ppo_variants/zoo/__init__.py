@@ -5,6 +5,12 @@ search spaces, fault-tolerant tuning at any scale, and the ``sb3-ppo-variants`` 
 Needs the ``zoo`` extra: ``pip install "sb3-ppo-variants[zoo]"``.
 """
 
-from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, register_algorithms, zoo_config_path
+from sb3_ppo_variants.zoo.registration import (
+    ZOO_ALGOS,
+    constructor_arguments,
+    register_algorithms,
+    zoo_config_path,
+    zoo_hyperparameters,
+)
 
-__all__ = ["ZOO_ALGOS", "register_algorithms", "zoo_config_path"]
+__all__ = ["ZOO_ALGOS", "constructor_arguments", "register_algorithms", "zoo_config_path", "zoo_hyperparameters"]

@@ -2,8 +2,12 @@
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+from torch import nn
 
 from sb3_ppo_variants.ppo_clip import PPOClip
 from sb3_ppo_variants.ppo_penalty import PPOPenalty
@@ -31,3 +35,35 @@ def register_algorithms() -> None:
     ALGOS.update(ZOO_ALGOS)
     HYPERPARAMS_SAMPLER.update(SAMPLERS)
     HYPERPARAMS_CONVERTER.update(CONVERTERS)
+
+
+def zoo_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    :param algo: ``ppo_clip`` or ``ppo_penalty``
+    :param env_id: An environment id with an entry in the algorithm's YAML file
+    :return: The entry, as written (``lin_<x>`` schedules and ``policy_kwargs`` as strings)
+    """
+    with open(zoo_config_path(algo)) as file:
+        entries = yaml.safe_load(file)
+    if env_id not in entries:
+        raise ValueError(
+            f"env_id must be one of the entries of {zoo_config_path(algo).name}: {sorted(entries)}, got {env_id!r}"
+        )
+    return dict(entries[env_id])
+
+
+def constructor_arguments(entry: dict[str, Any]) -> tuple[dict[str, Any], int, bool]:
+    """
+    Turn a zoo YAML entry into what a script needs without rl_zoo3: the algorithm's keyword arguments, with
+    ``lin_<x>`` strings as linear schedules from x to 0 and ``policy_kwargs`` evaluated, and the env settings.
+
+    :param entry: A zoo YAML entry
+    :return: (constructor keyword arguments, number of envs, whether to wrap the env in ``VecNormalize``)
+    """
+    keywords = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy", "n_envs", "normalize")}
+    for key, value in keywords.items():
+        if isinstance(value, str) and value.startswith("lin_"):
+            keywords[key] = LinearSchedule(float(value[len("lin_") :]), 0.0, 1.0)
+    if isinstance(keywords.get("policy_kwargs"), str):
+        keywords["policy_kwargs"] = eval(keywords["policy_kwargs"], {"nn": nn, "dict": dict})
+    return keywords, int(entry.get("n_envs", 1)), bool(entry.get("normalize", False))
