@@ -132,7 +132,7 @@ def write_report(
         f" ({n_timesteps} steps each), best trial #{best.number}: mean evaluation return {best.value:.2f};"
         f" {datetime.date.today().isoformat()}\n"
     )
-    snippet = header + yaml.safe_dump({env_id: entry}, sort_keys=False, default_flow_style=False)
+    snippet = header + yaml.safe_dump({env_id: entry}, sort_keys=False, default_flow_style=False, width=1000)
     written["best_hyperparameters"] = os.path.join(report_folder, "best_hyperparameters.yml")
     with open(written["best_hyperparameters"], "w") as file:
         file.write(snippet)
