@@ -117,7 +117,8 @@ def _curves(monitor_folder: Path, run_ids: list[str], grid: np.ndarray) -> np.nd
         if len(data) < 2:
             continue
         timesteps = np.cumsum(data["l"].to_numpy())
-        smoothed = np.convolve(data["r"].to_numpy(), np.ones(10) / 10, mode="same") if len(data) >= 10 else data["r"]
+        # Trailing mean over 10 episodes (no padding: the first points are means over fewer episodes)
+        smoothed = data["r"].rolling(10, min_periods=1).mean().to_numpy()
         curves.append(np.interp(grid, timesteps, smoothed))
     return np.array(curves) if curves else None
 
@@ -158,7 +159,9 @@ def plot_learning_curves(
     return written
 
 
-def plot_beta(suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path, max_runs: int = 4) -> Path | None:
+def plot_beta(
+    suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path, prefix: str, max_runs: int = 4
+) -> Path | None:
     """beta and the measured KL against the target over training, for a few adaptive runs."""
     import matplotlib
 
@@ -185,13 +188,14 @@ def plot_beta(suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path
     beta_axes.legend(fontsize=7)
     figure.tight_layout()
     image_folder.mkdir(parents=True, exist_ok=True)
-    path = image_folder / "beta_and_kl.png"
+    path = image_folder / f"{prefix}_beta_and_kl.png"
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
 
 
 def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
+    """:return: The Markdown of a paper suite: scores, normalized scores next to the paper's, curves, beta"""
     if not rows:
         return "No run of this suite yet.\n"
     budgets = sorted({row["timesteps"] for row in rows})
@@ -214,8 +218,8 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     lines.append(
         f"\nUpdates that ended with beta at a bound (1e-4 or 1e4): {sum(beta_bounds)} over {len(beta_bounds)} PPOPenalty runs."
     )
-    images = plot_learning_curves(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder, "paper")
-    beta_image = plot_beta(suite_folder, rows, image_folder)
+    images = plot_learning_curves(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder, suite_folder.name)
+    beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
     lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
     if beta_image is not None:
         lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
@@ -223,6 +227,7 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
 
 
 def zoo_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
+    """:return: The Markdown of the side-by-side suite: evaluation and final scores, curves"""
     if not rows:
         return "No run of this suite yet.\n"
     algos = ["ppo_penalty", "ppo_clip", "sb3_ppo", "trpo"]
@@ -233,7 +238,7 @@ def zoo_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Pa
         score_table(rows, algos),
         "\nrl-zoo's published PPO results: " + ", ".join(f"{env} {value:g}" for env, value in ZOO_PUBLISHED_PPO.items()),
     ]
-    images = plot_learning_curves(rows, suite_folder, algos, image_folder, "zoo")
+    images = plot_learning_curves(rows, suite_folder, algos, image_folder, suite_folder.name)
     lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
     return "\n".join(lines) + "\n"
 

@@ -57,7 +57,10 @@ def test_resume_appends_and_never_rewrites(tmp_path):
     # The report from those results
     markdown = write_report(tmp_path, tmp_path / "docs").read_text()
     assert "## Tiny suite" in markdown and "| CartPole-v1 |" in markdown and "(n=2)" in markdown
-    assert (tmp_path / "docs" / "img" / "paper_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "docs" / "img" / "tiny_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "docs" / "img" / "tiny_beta_and_kl.png").read_bytes()[:4] == b"\x89PNG"
+    beta_trace = (tmp_path / "tiny" / "beta" / "adaptive-0.01_CartPole-v1_seed0_512.csv").read_text().splitlines()
+    assert beta_trace[0] == "timesteps,beta,kl" and len(beta_trace) > 3
     assert read_rows(csv_path)[0]["timesteps"] == 512
 
 

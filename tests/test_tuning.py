@@ -70,16 +70,41 @@ def test_newcomer_tune_command_writes_a_report(tmp_path):
     best = study.best_trial
     assert entry["kl_target"] == best.params["kl_target"] and entry["beta"] == best.params["beta"]
     assert ("clip_range" in entry) == best.params["combine_clipping"]
+    assert entry["policy_kwargs"].startswith("dict(net_arch=")
     assert "Best trial #" in result.stdout and "CartPole-v1:" in result.stdout
     model = PPOPenalty.load(report / "best_model.zip")
     assert model.kl_target == best.params["kl_target"]
 
-    # --trial-id 0 (which the zoo alone ignores) trains with trial 0's hyperparameters
-    storage = f"sqlite:///{study_folder / 'study.db'}"
-    _run(["train", *FAST_TRIAL, "--storage", storage, "--study-name", "ppo_penalty-CartPole-v1", "--trial-id", "0"], tmp_path)
+
+def test_trials_keep_the_yaml_policy_kwargs_and_trial_id_zero_is_loaded(tmp_path):
+    conf = tmp_path / "conf.yml"
+    conf.write_text(
+        "CartPole-v1:\n  policy: MlpPolicy\n  n_timesteps: 1024\n  clip_range: 0.3\n"
+        '  policy_kwargs: "dict(ortho_init=False, log_std_init=-1.5)"\n'
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = [*FAST_TRIAL, "--storage", storage, "--study-name", "s", "--conf-file", str(conf)]
+    _run(["tune", *common, "--n-trials", "3", "--seed", "3"], tmp_path)
+    study = _load(storage, "s")
+    # The sampled network replaces the YAML's policy_kwargs in rl_zoo3; here the YAML keys stay
+    for number in range(3):
+        model = PPOPenalty.load(tmp_path / "logs" / "ppo_penalty" / "s" / "trials" / f"trial_{number}" / "best_model.zip")
+        assert model.policy_kwargs["ortho_init"] is False and model.policy_kwargs["log_std_init"] == -1.5
+        assert "net_arch" in model.policy_kwargs
+        expected_clip = study.trials[number].params["clip_range"] if study.trials[number].params["combine_clipping"] else None
+        assert (model.clip_range is None) == (expected_clip is None)
+
+    # --trial-id 0 (which rl_zoo3 alone ignores) trains with trial 0's hyperparameters, on top of the YAML entry
+    _run(["train", *common, "--trial-id", "0"], tmp_path)
     (model_path,) = (tmp_path / "logs" / "ppo_penalty").glob("CartPole-v1_*/CartPole-v1.zip")
     trained = PPOPenalty.load(model_path)
-    assert trained.kl_target == study.trials[0].params["kl_target"]
+    trial = study.trials[0]
+    assert trained.kl_target == trial.params["kl_target"] and trained.beta != 1.0
+    assert trained.policy_kwargs["ortho_init"] is False and trained.policy_kwargs["log_std_init"] == -1.5
+    if trial.params["combine_clipping"]:
+        assert trained.clip_range(1.0) == trial.params["clip_range"]
+    else:
+        assert trained.clip_range is None  # not the YAML's 0.3
 
 
 def _two_workers_share_one_budget(storage: str, cwd: Path, budget: int = 6) -> None:
@@ -154,11 +179,10 @@ def test_non_finite_trials_are_pruned_with_their_reason(tmp_path):
     args = ["train", "-optimize", "--algo", "ppo_penalty", "--env", "NaNAfterSteps-v0", "--gym-packages", "broken_envs"]
     args += ["-n", "2048", "--n-trials", "3", "--storage", storage, "--study-name", study_name, "--no-optim-plots"]
     args += ["--num-threads", "1", "--seed", "0", "-params", "n_envs:1", "n_steps:64", "batch_size:32"]
-    args += ["--conf-file", str(TESTS.parent / "zoo_configs" / "ppo_penalty.yml")]
-    # The YAML has no entry for this env: give one through a file of our own
+    # zoo_configs/ has no entry for this env: give one through a file of our own
     conf = tmp_path / "conf.yml"
     conf.write_text("NaNAfterSteps-v0:\n  policy: MlpPolicy\n  n_timesteps: 2048\n")
-    args[args.index(str(TESTS.parent / "zoo_configs" / "ppo_penalty.yml"))] = str(conf)
+    args += ["--conf-file", str(conf)]
     _run(args, tmp_path)
     study = _load(storage, study_name)
     assert len(study.trials) == 3

@@ -1,5 +1,6 @@
 """rl_zoo3 integration: registration, the shipped YAML files, search spaces and the command line."""
 
+import argparse
 import zipfile
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def test_yaml_covers_required_envs_and_is_the_repository_file(algo):
     entries = _entries(algo)
     assert set(REQUIRED_ENVS) <= set(entries)
     for env_id, entry in entries.items():
-        if algo == "ppo_penalty":
-            assert "clip_range" not in entry or entry["clip_range"] != "None", env_id
+        # rl_zoo3 cannot read `clip_range: null`
+        assert entry.get("clip_range", 0.2) is not None, env_id
         assert entry["policy"] == "MlpPolicy", env_id
 
 
@@ -122,7 +123,8 @@ def test_penalty_search_space():
         sampled = sample_ppo_penalty_params(trial, 1, 1, {})
         assert KL_TARGET_RANGE[0] <= sampled["kl_target"] <= KL_TARGET_RANGE[1]
         assert INITIAL_BETA_RANGE[0] <= sampled["beta"] <= INITIAL_BETA_RANGE[1]
-        assert ("clip_range" in sampled) == trial.params["combine_clipping"]
+        # Without clipping, clip_range=None also overrides a YAML clip range
+        assert (sampled["clip_range"] is not None) == trial.params["combine_clipping"]
         seen_clipping.add(trial.params["combine_clipping"])
         # Loading a trial (--trial-id) converts its recorded parameters: the same hyperparameters
         assert convert_ppo_penalty_params(trial.params) == sampled
@@ -131,18 +133,42 @@ def test_penalty_search_space():
     assert seen_clipping == {False, True}
 
 
-def test_zoo_arguments_defaults():
-    args = zoo_arguments("train", ["--env", "CartPole-v1"])
-    assert args[:4] == ["--env", "CartPole-v1", "--algo", "ppo_penalty"]
-    assert args[-2:] == ["--conf-file", str(zoo_config_path("ppo_penalty"))]
-    args = zoo_arguments("tune", ["--algo=ppo_clip", "-n", "5000", "--n-trials", "7"])
-    assert "--optimize-hyperparameters" in args and "--progress" in args
-    assert args.count("--n-trials") == 1 and "7" in args and "20000" not in args
-    assert args[-2:] == ["--conf-file", str(zoo_config_path("ppo_clip"))]
-    # The zoo's own algorithms keep the zoo's own files; a given conf file is kept
-    assert "--conf-file" not in zoo_arguments("train", ["--algo", "ppo"])
-    assert zoo_arguments("train", ["-conf", "my.yml"]).count("my.yml") == 1
-    assert "--conf-file" not in zoo_arguments("train", ["-conf", "my.yml"])
+def _as_zoo_reads_them(args: list[str]) -> argparse.Namespace:
+    """The flags concerned, parsed the way rl_zoo3's train() parser does (last value wins, abbreviations allowed)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--algo", default="ppo")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=-1)
+    parser.add_argument("--n-trials", type=int, default=500)
+    parser.add_argument("--n-evaluations", type=int, default=None)
+    parser.add_argument("-optimize", "--optimize-hyperparameters", action="store_true")
+    parser.add_argument("-P", "--progress", action="store_true")
+    parser.add_argument("-conf", "--conf-file", default=None)
+    return parser.parse_args(args)
+
+
+@pytest.mark.parametrize(
+    "command, args, expected",
+    [
+        ("train", ["--env", "Pendulum-v1"], {"algo": "ppo_penalty", "env": "Pendulum-v1", "optimize_hyperparameters": False}),
+        ("tune", [], {"algo": "ppo_penalty", "n_trials": 20, "n_timesteps": 20000, "n_evaluations": 4, "progress": True}),
+        # The user's values win, in any spelling argparse accepts
+        ("tune", ["--algo=ppo_clip", "-n5000", "--n-trials", "7"], {"algo": "ppo_clip", "n_timesteps": 5000, "n_trials": 7}),
+        (
+            "tune",
+            ["--alg", "ppo_clip", "--n-trial", "3"],
+            {"algo": "ppo_clip", "n_trials": 3, "optimize_hyperparameters": True},
+        ),
+        ("train", ["--algo", "ppo"], {"algo": "ppo", "conf_file": None}),  # the zoo's algorithms keep the zoo's files
+        ("train", ["-conf", "my.yml"], {"conf_file": "my.yml"}),
+        ("train", ["--conf", "my.yml", "--algo", "ppo_clip"], {"conf_file": "my.yml", "algo": "ppo_clip"}),
+    ],
+)
+def test_zoo_arguments(command, args, expected):
+    parsed = vars(_as_zoo_reads_them(zoo_arguments(command, args)))
+    assert {key: parsed[key] for key in expected} == expected
+    if parsed["algo"] in ("ppo_clip", "ppo_penalty") and "conf_file" not in expected:
+        assert parsed["conf_file"] == str(zoo_config_path(parsed["algo"]))
 
 
 def test_cli_without_command_prints_usage(capsys):
@@ -157,7 +183,7 @@ def test_tuned_entry_merges_yaml_and_trial():
 
     yaml_entry = {"n_envs": 8, "learning_rate": "lin_0.001", "clip_range": 0.2, "policy_kwargs": "dict(log_std_init=-2)"}
     tuned = {"learning_rate": 3e-4, "policy_kwargs": {"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": nn.ReLU}}
-    entry = tuned_zoo_entry(yaml_entry, tuned, {"combine_clipping": False})
+    entry = tuned_zoo_entry(yaml_entry, {**tuned, "clip_range": None})
     assert entry == {
         "learning_rate": 3e-4,
         "n_envs": 8,

@@ -22,42 +22,35 @@ from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, register_algorithms, zo
 from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL
 
 COMMANDS = ("train", "tune", "enjoy")
-TUNE_DEFAULTS = {"--n-trials": "20", "--n-timesteps": "20000", "--n-evaluations": "4"}
-FLAG_ALIASES = {"--n-timesteps": ("-n",), "--conf-file": ("-conf",), "--algo": ()}
+TUNE_DEFAULTS = ["--n-trials", "20", "--n-timesteps", "20000", "--n-evaluations", "4"]
 
 
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The value given to ``flag`` (or one of its aliases) in ``args``, or None."""
-    names = (flag, *FLAG_ALIASES.get(flag, ()))
-    for index, arg in enumerate(args):
-        for name in names:
-            if arg == name and index + 1 < len(args):
-                return args[index + 1]
-            if arg.startswith(name + "="):
-                return arg.split("=", 1)[1]
-    return None
-
-
-def _with_defaults(args: list[str], defaults: dict[str, str]) -> list[str]:
-    missing = [item for flag, value in defaults.items() if _flag_value(args, flag) is None for item in (flag, value)]
-    return [*args, *missing]
+def _effective_flags(args: Sequence[str]) -> argparse.Namespace:
+    """``--algo`` and ``--conf-file`` as rl_zoo3's parser will read them (last value wins, abbreviations allowed)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", default=None)
+    parser.add_argument("-conf", "--conf-file", default=None)
+    return parser.parse_known_args(list(args))[0]
 
 
 def zoo_arguments(command: str, args: Sequence[str]) -> list[str]:
     """
     The rl_zoo3 arguments that a ``sb3-ppo-variants`` command line stands for.
 
+    Defaults go before the user's arguments: for rl_zoo3's parser the last value of a flag wins, so anything the
+    user gives (in any spelling argparse accepts, e.g. ``--alg`` or ``-n5``) overrides them.
+
     :param command: ``train``, ``tune`` or ``enjoy``
     :param args: The arguments after the command, without this package's own flags
     :return: Arguments for rl_zoo3's ``train`` or ``enjoy``
     """
-    zoo_args = _with_defaults(list(args), {"--algo": "ppo_penalty"})
+    defaults = ["--algo", "ppo_penalty"]
     if command == "tune":
-        zoo_args = _with_defaults(zoo_args, TUNE_DEFAULTS)
-        zoo_args += [flag for flag in ("--optimize-hyperparameters", "--progress") if flag not in zoo_args]
-    algo = _flag_value(zoo_args, "--algo")
-    if command != "enjoy" and algo in ZOO_ALGOS and _flag_value(zoo_args, "--conf-file") is None:
-        zoo_args += ["--conf-file", str(zoo_config_path(algo))]
+        defaults += [*TUNE_DEFAULTS, "--optimize-hyperparameters", "--progress"]
+    zoo_args = [*defaults, *args]
+    flags = _effective_flags(zoo_args)
+    if command != "enjoy" and flags.algo in ZOO_ALGOS and flags.conf_file is None:
+        zoo_args = ["--conf-file", str(zoo_config_path(flags.algo)), *zoo_args]
     return zoo_args
 
 

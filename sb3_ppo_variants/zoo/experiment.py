@@ -26,26 +26,38 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
 from sb3_ppo_variants.common.finite import NonFiniteError
+from sb3_ppo_variants.zoo.registration import policy_kwargs_dict
 from sb3_ppo_variants.zoo.report import write_report
 from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage
 
-# Trials that count towards --max-total-trials: finished ones, and running ones (so that workers do not overshoot)
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+# Trials that count towards --max-total-trials: finished ones, running ones and queued ones (the retries of dead
+# workers' trials), so that workers do not overshoot
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
 class OverBudgetError(RuntimeError):
     """A trial was started after the study's global budget was already taken by other workers."""
 
 
-def _merge_policy_kwargs(sampler: Callable[..., dict[str, Any]], base_policy_kwargs: dict[str, Any]) -> Callable:
+def _with_yaml_policy_kwargs(hyperparameters: dict[str, Any], yaml_policy_kwargs: Any) -> dict[str, Any]:
+    """
+    :param hyperparameters: A trial's hyperparameters (sampled or loaded)
+    :param yaml_policy_kwargs: The YAML entry's ``policy_kwargs`` (string or dict)
+    :return: The hyperparameters with the YAML ``policy_kwargs`` under the trial's (rl_zoo3 would drop the YAML's)
+    """
+    if "policy_kwargs" in hyperparameters:
+        hyperparameters["policy_kwargs"] = {**policy_kwargs_dict(yaml_policy_kwargs), **hyperparameters["policy_kwargs"]}
+    return hyperparameters
+
+
+def _merging_sampler(sampler: Callable[..., dict[str, Any]], yaml_policy_kwargs: Any) -> Callable[..., dict[str, Any]]:
+    """:return: ``sampler`` whose samples keep the YAML ``policy_kwargs`` that they do not set"""
+
     def sample(*args: Any) -> dict[str, Any]:
-        sampled = sampler(*args)
-        if "policy_kwargs" in sampled:
-            sampled["policy_kwargs"] = {**base_policy_kwargs, **sampled["policy_kwargs"]}
-        return sampled
+        return _with_yaml_policy_kwargs(sampler(*args), yaml_policy_kwargs)
 
     return sample
 
@@ -58,7 +70,7 @@ class TuningExperimentManager(ExperimentManager):
     :param heartbeat_interval: Seconds between trial heartbeats (SQLite and PostgreSQL storages)
     """
 
-    def __init__(self, *args: Any, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, **kwargs: Any):
+    def __init__(self, *args: Any, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.heartbeat_interval = heartbeat_interval
         if self.optimize_hyperparameters:
@@ -81,9 +93,13 @@ class TuningExperimentManager(ExperimentManager):
         self.yaml_hyperparameters = copy.deepcopy(dict(saved_hyperparams))
         if self.storage and self.study_name and trial_id is not None:
             print(f"Loading hyperparameters of trial {trial_id} from study {self.study_name}")
-            hyperparams.update(self.load_trial(self.storage, self.study_name, trial_id))
+            trial_hyperparams = self.load_trial(self.storage, self.study_name, trial_id)
+            hyperparams.update(_with_yaml_policy_kwargs(trial_hyperparams, hyperparams.get("policy_kwargs")))
             if self.custom_hyperparams is not None:
                 hyperparams.update(self.custom_hyperparams)
+            # A trial without clipping: rl_zoo3 cannot take clip_range=None, and no key means no clipping
+            if hyperparams.get("clip_range", 0.0) is None:
+                del hyperparams["clip_range"]
             saved_hyperparams = type(saved_hyperparams)((key, hyperparams[key]) for key in sorted(hyperparams))
         return hyperparams, saved_hyperparams
 
@@ -93,12 +109,16 @@ class TuningExperimentManager(ExperimentManager):
         if trial_id is not None and trial.state != TrialState.COMPLETE:
             print(f"Warning: trial {trial_id} of study {study_name} is {trial.state.name}, not COMPLETE")
         if convert:
-            from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
-
             return HYPERPARAMS_CONVERTER[self.algo](trial.params)
         return trial.params
 
     def _budgeted_objective(self, study: optuna.Study) -> Callable[[optuna.Trial], float]:
+        """
+        :param study: The study
+        :return: The zoo's objective, which first ends at once a trial beyond the global budget, and records why a
+            trial was pruned or failed
+        """
+
         def objective(trial: optuna.Trial) -> float:
             if self.max_total_trials is not None:
                 counted = sorted(t.number for t in study.get_trials(deepcopy=False, states=BUDGET_STATES))
@@ -147,14 +167,17 @@ class TuningExperimentManager(ExperimentManager):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        # As in rl_zoo3, --max-total-trials (the study's budget) takes precedence over --n-trials (per worker)
         n_trials = self.n_trials
         callbacks = []
         if self.max_total_trials is not None:
             callbacks.append(MaxTrialsCallback(self.max_total_trials, states=BUDGET_STATES))
-            n_trials = min(n_trials, max(self.max_total_trials - len(study.get_trials(states=BUDGET_STATES)), 0))
+            # Queued trials (WAITING) are still to be run by some worker: they are part of what is left to do
+            started = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            n_trials = max(self.max_total_trials - len(started), 0)
 
         original_sampler = HYPERPARAMS_SAMPLER[self.algo]
-        HYPERPARAMS_SAMPLER[self.algo] = _merge_policy_kwargs(original_sampler, self._hyperparams.get("policy_kwargs", {}))
+        HYPERPARAMS_SAMPLER[self.algo] = _merging_sampler(original_sampler, self._hyperparams.get("policy_kwargs"))
         try:
             if n_trials > 0:
                 study.optimize(
@@ -177,12 +200,8 @@ class TuningExperimentManager(ExperimentManager):
             report_folder=report_folder,
             env_id=self.env_name.gym_id,
             yaml_hyperparameters=self.yaml_hyperparameters,
-            tuned_hyperparameters=self.load_trial(self.storage, self.study_name) if _has_complete_trial(study) else {},
+            converter=HYPERPARAMS_CONVERTER[self.algo],
             trials_folder=self.optimization_log_path,
             plots=not self.no_optim_plots,
             n_timesteps=self.n_timesteps,
         )
-
-
-def _has_complete_trial(study: optuna.Study) -> bool:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) > 0

@@ -64,6 +64,19 @@ def constructor_arguments(entry: dict[str, Any]) -> tuple[dict[str, Any], int, b
     for key, value in keywords.items():
         if isinstance(value, str) and value.startswith("lin_"):
             keywords[key] = LinearSchedule(float(value[len("lin_") :]), 0.0, 1.0)
-    if isinstance(keywords.get("policy_kwargs"), str):
-        keywords["policy_kwargs"] = eval(keywords["policy_kwargs"], {"nn": nn, "dict": dict})
+    if "policy_kwargs" in keywords:
+        keywords["policy_kwargs"] = policy_kwargs_dict(keywords["policy_kwargs"])
     return keywords, int(entry.get("n_envs", 1)), bool(entry.get("normalize", False))
+
+
+def policy_kwargs_dict(policy_kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
+    """
+    :param policy_kwargs: ``policy_kwargs`` of a zoo entry: a Python expression such as ``"dict(log_std_init=-2)"``
+        (evaluated with ``nn`` = ``torch.nn``, as rl_zoo3 does), a dict, or None
+    :return: A new dict
+    """
+    if policy_kwargs is None:
+        return {}
+    if isinstance(policy_kwargs, str):
+        return dict(eval(policy_kwargs, {"nn": nn, "dict": dict}))
+    return dict(policy_kwargs)

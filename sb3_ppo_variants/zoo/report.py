@@ -1,15 +1,20 @@
 """The results of a tuning study, as files a person would rather look at than a database."""
 
 import datetime
+import functools
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 from torch import nn
+
+from sb3_ppo_variants.zoo.registration import policy_kwargs_dict
 
 
 def format_python(value: Any) -> str:
@@ -28,35 +33,24 @@ def format_python(value: Any) -> str:
     return repr(value)
 
 
-def _as_dict(policy_kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
-    if policy_kwargs is None:
-        return {}
-    if isinstance(policy_kwargs, str):
-        return eval(policy_kwargs, {"nn": nn, "dict": dict})
-    return dict(policy_kwargs)
-
-
-def tuned_zoo_entry(
-    yaml_hyperparameters: dict[str, Any], tuned: dict[str, Any], best_params: dict[str, Any]
-) -> dict[str, Any]:
+def tuned_zoo_entry(yaml_hyperparameters: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
     """
     The YAML entry to use after tuning: the original entry with the tuned values on top.
 
     :param yaml_hyperparameters: The entry as read from the YAML file (schedules as ``lin_<x>`` strings)
     :param tuned: The best trial's converted hyperparameters
-    :param best_params: The best trial's raw Optuna parameters
     :return: A zoo YAML entry (plain values, ``policy_kwargs`` as a string)
     """
     entry = {key: value for key, value in yaml_hyperparameters.items() if key != "policy_kwargs"}
-    policy_kwargs = _as_dict(yaml_hyperparameters.get("policy_kwargs"))
+    policy_kwargs = policy_kwargs_dict(yaml_hyperparameters.get("policy_kwargs"))
     for key, value in tuned.items():
         if key == "policy_kwargs":
             policy_kwargs.update(value)
         else:
             entry[key] = value
-    # PPOPenalty trials that did not combine clipping: no clip range, whatever the YAML entry had
-    if best_params.get("combine_clipping") is False:
-        entry.pop("clip_range", None)
+    # rl_zoo3 cannot read `clip_range: null`: no clipping is the absence of the key (PPOPenalty's default)
+    if entry.get("clip_range", 0.0) is None:
+        del entry["clip_range"]
     if policy_kwargs:
         entry["policy_kwargs"] = format_python(policy_kwargs)
     return dict(sorted(entry.items()))
@@ -81,10 +75,17 @@ def _save_plots(study: optuna.Study, report_folder: str) -> list[str]:
         assert figure is not None
         figure.set_size_inches(9, 5)
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        _write_atomically(path, functools.partial(figure.savefig, dpi=100, format="png"))
         plt.close(figure)
         written.append(path)
     return written
+
+
+def _write_atomically(path: str, write: Any) -> None:
+    """Write through a temporary file and rename it, so that workers finishing together never leave a partial file."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    write(temporary)
+    os.replace(temporary, path)
 
 
 def write_report(
@@ -92,7 +93,7 @@ def write_report(
     report_folder: str,
     env_id: str,
     yaml_hyperparameters: dict[str, Any],
-    tuned_hyperparameters: dict[str, Any],
+    converter: Callable[[dict[str, Any]], dict[str, Any]],
     trials_folder: str | None,
     plots: bool = True,
     n_timesteps: int = 0,
@@ -105,7 +106,7 @@ def write_report(
     :param report_folder: Where to write
     :param env_id: The environment's id (the YAML entry's key)
     :param yaml_hyperparameters: The entry of the YAML file the study started from
-    :param tuned_hyperparameters: The best trial's converted hyperparameters (empty if no trial completed)
+    :param converter: The algorithm's converter from a trial's parameters to hyperparameters
     :param trials_folder: Where the trials saved their best models (``trial_<number>/best_model.zip``), if anywhere
     :param plots: Whether to write the PNG plots
     :param n_timesteps: Training budget of each trial
@@ -113,7 +114,7 @@ def write_report(
     """
     os.makedirs(report_folder, exist_ok=True)
     written = {"trials": os.path.join(report_folder, "trials.csv")}
-    study.trials_dataframe().to_csv(written["trials"], index=False)
+    _write_atomically(written["trials"], lambda path: study.trials_dataframe().to_csv(path, index=False))
     states = Counter(trial.state.name for trial in study.trials)
     print(
         f"Study '{study.study_name}': {len(study.trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))})"
@@ -125,8 +126,8 @@ def write_report(
     if not completed:
         print("No trial completed yet: no best hyperparameters")
         return written
-    best = study.best_trial
-    entry = tuned_zoo_entry(yaml_hyperparameters, tuned_hyperparameters, best.params)
+    best = max(completed, key=lambda trial: trial.value)  # type: ignore[arg-type, return-value]
+    entry = tuned_zoo_entry(yaml_hyperparameters, converter(best.params))
     header = (
         f"# Tuned: study '{study.study_name}', {len(completed)} complete of {len(study.trials)} trials"
         f" ({n_timesteps} steps each), best trial #{best.number}: mean evaluation return {best.value:.2f};"
@@ -134,14 +135,13 @@ def write_report(
     )
     snippet = header + yaml.safe_dump({env_id: entry}, sort_keys=False, default_flow_style=False, width=1000)
     written["best_hyperparameters"] = os.path.join(report_folder, "best_hyperparameters.yml")
-    with open(written["best_hyperparameters"], "w") as file:
-        file.write(snippet)
+    _write_atomically(written["best_hyperparameters"], lambda path: Path(path).write_text(snippet))
     print(f"Best trial #{best.number}, mean evaluation return {best.value:.2f}. As a zoo YAML entry:\n\n{snippet}")
 
     best_model = os.path.join(trials_folder or "", f"trial_{best.number}", "best_model.zip")
     if trials_folder is not None and os.path.exists(best_model):
         written["best_model"] = os.path.join(report_folder, "best_model.zip")
-        shutil.copyfile(best_model, written["best_model"])
+        _write_atomically(written["best_model"], lambda path: shutil.copyfile(best_model, path))
     else:
         print(f"The best trial's model is not on this machine (looked for {best_model})")
     print("Report: " + ", ".join(written.values()))

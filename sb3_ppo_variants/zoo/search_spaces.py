@@ -11,7 +11,7 @@ PPOClip searches exactly the zoo's PPO space. PPOPenalty searches the same space
   rule doubles or halves beta every update, so the initial value only matters for the first few updates.
 - ``combine_clipping`` in {False, True}: whether PPO-Clip's clipping (the zoo's ``clip_range`` choice) is added
   to the penalty, the paper's "in addition to" variant. The zoo's ``clip_range`` is always sampled; it is used
-  only when ``combine_clipping`` is True.
+  only when ``combine_clipping`` is True, and is ``None`` otherwise (which also overrides a YAML ``clip_range``).
 """
 
 from typing import Any
@@ -28,13 +28,13 @@ def convert_ppo_penalty_params(sampled_params: dict[str, Any]) -> dict[str, Any]
     Turn the raw parameters of a PPOPenalty trial into constructor keywords.
 
     :param sampled_params: ``trial.params`` of a trial sampled by :func:`sample_ppo_penalty_params`
-    :return: Hyperparameters for ``PPOPenalty`` (``policy_kwargs`` included)
+    :return: Hyperparameters for ``PPOPenalty`` (``policy_kwargs`` included; ``clip_range=None`` without clipping)
     """
     params = dict(sampled_params)
     combine_clipping = params.pop("combine_clipping", True)
     hyperparams = convert_onpolicy_params(params)
     if not combine_clipping:
-        hyperparams.pop("clip_range", None)
+        hyperparams["clip_range"] = None
     return hyperparams
 
 

@@ -8,6 +8,7 @@ Optuna storages for every scale, from a string as given to ``--storage``.
   a trial whose worker was killed stays RUNNING; prefer SQLite when workers may die.
 """
 
+import os
 import random
 import time
 import warnings
@@ -31,6 +32,7 @@ def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL)
     if heartbeat_interval < 1:
         raise ValueError(f"heartbeat_interval must be an integer >= 1 (seconds), got {heartbeat_interval}")
     if url.endswith(".log"):
+        os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     engine_kwargs = {}
     if url.startswith("sqlite"):
