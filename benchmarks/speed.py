@@ -24,17 +24,17 @@ from sb3_ppo_variants.zoo import constructor_arguments, zoo_hyperparameters
 TASKS = {"cartpole": "CartPole-v1", "pendulum-gsde": "Pendulum-v1"}
 
 
-def _run(algo: type, env_id: str, timesteps: int, seed: int, device: str) -> tuple[float, dict[str, th.Tensor]]:
+def _run(algo: type, env_id: str, timesteps: int, seed: int, device: str) -> tuple[float, float, dict[str, th.Tensor]]:
     keywords, n_envs, _ = constructor_arguments(zoo_hyperparameters("ppo_clip", env_id))
     if algo is PPOPenalty:
         keywords.pop("clip_range")
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     model = algo("MlpPolicy", env, seed=seed, device=device, **keywords)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(timesteps)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
     env.close()
-    return elapsed, model.policy.state_dict()
+    return elapsed, cpu_time, model.policy.state_dict()
 
 
 def main() -> None:
@@ -51,26 +51,33 @@ def main() -> None:
     env_id = TASKS[args.task]
     algos: dict[str, type] = {"SB3 PPO": PPO, "PPOClip": PPOClip, "PPOPenalty": PPOPenalty}
     times: dict[str, list[float]] = {name: [] for name in algos}
+    cpu_times: dict[str, list[float]] = {name: [] for name in algos}
     identical = []
     for repeat in range(args.repeats):
         states = {}
         for name, algo in algos.items():
-            elapsed, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device)
+            elapsed, cpu_time, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device)
             times[name].append(elapsed)
-            print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s", flush=True)
+            cpu_times[name].append(cpu_time)
+            print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s wall, {cpu_time:.2f} s CPU", flush=True)
         identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
     reference = statistics.median(times["SB3 PPO"])
+    cpu_reference = statistics.median(cpu_times["SB3 PPO"])
     print(
         f"\n{env_id} (zoo_configs/ppo_clip.yml), {args.timesteps} steps, seed {args.seed}, device {args.device}, "
         f"{args.threads} torch thread(s), {args.repeats} alternating repeats; {platform.processor() or platform.machine()}, "
         f"torch {th.__version__}\n"
     )
-    print("| algorithm | median wall time (s) | ratio to SB3 PPO | timesteps/s |")
-    print("|---|---|---|---|")
+    # CPU time (one torch thread, so one core) is far less sensitive than wall time to other load on a shared machine
+    print("| algorithm | median wall time (s) | wall ratio to SB3 PPO | timesteps/s | median CPU time (s) | CPU ratio |")
+    print("|---|---|---|---|---|---|")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {median / reference:.3f} | {args.timesteps / median:.0f} |")
+        median, cpu_median = statistics.median(values), statistics.median(cpu_times[name])
+        print(
+            f"| {name} | {median:.2f} | {median / reference:.3f} | {args.timesteps / median:.0f} "
+            f"| {cpu_median:.2f} | {cpu_median / cpu_reference:.3f} |"
+        )
     print(f"\nPPOClip final parameters equal SB3 PPO's (torch.equal) in {sum(identical)}/{len(identical)} repeats")
 
 
