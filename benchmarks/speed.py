@@ -24,11 +24,15 @@ from sb3_ppo_variants.zoo import constructor_arguments, zoo_hyperparameters
 TASKS = {"cartpole": "CartPole-v1", "pendulum-gsde": "Pendulum-v1"}
 
 
-def _run(algo: type, env_id: str, timesteps: int, seed: int, device: str) -> tuple[float, float, dict[str, th.Tensor]]:
+def _run(
+    algo: type, env_id: str, timesteps: int, seed: int, device: str, fast_mode: bool = False
+) -> tuple[float, float, dict[str, th.Tensor]]:
     keywords, n_envs, _ = constructor_arguments(zoo_hyperparameters("ppo_clip", env_id))
     if algo is PPOPenalty:
         keywords.pop("clip_range")
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if fast_mode:
+        keywords["fast_mode"] = True
     model = algo("MlpPolicy", env, seed=seed, device=device, **keywords)
     start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(timesteps)
@@ -49,14 +53,20 @@ def main() -> None:
     th.set_num_threads(args.threads)
 
     env_id = TASKS[args.task]
-    algos: dict[str, type] = {"SB3 PPO": PPO, "PPOClip": PPOClip, "PPOPenalty": PPOPenalty}
+    algos: dict[str, tuple[type, bool]] = {
+        "SB3 PPO": (PPO, False),
+        "PPOClip": (PPOClip, False),
+        "PPOPenalty": (PPOPenalty, False),
+        "PPOClip fast_mode": (PPOClip, True),
+        "PPOPenalty fast_mode": (PPOPenalty, True),
+    }
     times: dict[str, list[float]] = {name: [] for name in algos}
     cpu_times: dict[str, list[float]] = {name: [] for name in algos}
     identical = []
     for repeat in range(args.repeats):
         states = {}
-        for name, algo in algos.items():
-            elapsed, cpu_time, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device)
+        for name, (algo, fast_mode) in algos.items():
+            elapsed, cpu_time, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device, fast_mode)
             times[name].append(elapsed)
             cpu_times[name].append(cpu_time)
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s wall, {cpu_time:.2f} s CPU", flush=True)

@@ -125,3 +125,16 @@ def test_zero_learning_rate_and_clip_range_as_sb3():
     before = [value.clone() for value in model.policy.parameters()]
     model.learn(32)
     assert all(th.equal(old, new) for old, new in zip(before, model.policy.parameters(), strict=True))
+
+
+def test_fast_mode_uses_foreach_kernels_and_is_opt_in(tmp_path):
+    assert PPOClip("MlpPolicy", "CartPole-v1").policy.optimizer.defaults["foreach"] is None  # SB3's, bit for bit
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, fast_mode=True)
+    assert model.policy.optimizer.defaults["foreach"] is True
+    model.learn(64)
+    model.save(tmp_path / "model")
+    loaded = PPOPenalty.load(tmp_path / "model")
+    assert loaded.fast_mode and loaded.policy.optimizer.defaults["foreach"] is True
+    # An explicit choice of the user wins
+    chosen = PPOClip("MlpPolicy", "CartPole-v1", fast_mode=True, policy_kwargs={"optimizer_kwargs": {"foreach": False}})
+    assert chosen.policy.optimizer.defaults["foreach"] is False

@@ -50,13 +50,15 @@ def _reached(algo: type, env_id: str, budget: int, threshold: float, hyperparame
     return [result for result in results if result >= threshold]
 
 
+@pytest.mark.parametrize("fast_mode", [False, True])
 @pytest.mark.parametrize("algo", [PPOClip, PPOPenalty])
-def test_cartpole(algo):
-    hyperparameters = _zoo_ppo("CartPole-v1", without_clipping=algo is PPOPenalty)
+def test_cartpole(algo, fast_mode):
+    hyperparameters = {**_zoo_ppo("CartPole-v1", without_clipping=algo is PPOPenalty), "fast_mode": fast_mode}
     assert len(_reached(algo, "CartPole-v1", 100_000, 475.0, hyperparameters)) >= 2
 
 
-def test_pendulum_penalty_gsde():
-    hyperparameters = _zoo_ppo("Pendulum-v1", without_clipping=True)
+@pytest.mark.parametrize("fast_mode", [False, True])
+def test_pendulum_penalty_gsde(fast_mode):
+    hyperparameters = {**_zoo_ppo("Pendulum-v1", without_clipping=True), "fast_mode": fast_mode}
     assert hyperparameters["use_sde"]
     assert len(_reached(PPOPenalty, "Pendulum-v1", 200_000, -400.0, hyperparameters)) >= 2

@@ -11,6 +11,7 @@ With the clipped objective, every float operation and every draw from the random
 one of SB3's ``PPO.train()``, so on CPU a seeded run ends with exactly SB3's parameters.
 """
 
+import inspect
 import math
 import warnings
 from collections.abc import Iterator
@@ -151,6 +152,10 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
+    :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the optimizer (if it
+        supports it, as Adam does) and the gradient clipping use PyTorch's ``foreach`` multi-tensor kernels, which
+        order floating-point operations differently. Learning is unchanged in distribution (tested on the same
+        thresholds as the default mode), results are not bit-identical to SB3's. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -188,6 +193,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        *,
+        fast_mode: bool = False,
     ):
         if clip_range is None and self._clip_range_required:
             raise ValueError(f"clip_range must be a float >= 0 or a schedule for {type(self).__name__}, got None")
@@ -242,6 +249,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf  # type: ignore[assignment]
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        self.fast_mode = fast_mode
 
         if _init_setup_model:
             self._setup_model()
@@ -305,6 +313,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         if self.rollout_buffer_class in (None, RolloutBuffer, DictRolloutBuffer):
             dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = ProximalDictRolloutBuffer if dict_observations else ProximalRolloutBuffer
+        if self.fast_mode:
+            self._use_foreach_optimizer()
         super()._setup_model()
         if self.clip_range is None and self._clip_range_required:
             raise ValueError(f"clip_range must be a float >= 0 or a schedule for {type(self).__name__}, got None")
@@ -312,6 +322,13 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    def _use_foreach_optimizer(self) -> None:
+        """Ask the policy's optimizer for its multi-tensor (foreach) implementation, unless the user chose."""
+        optimizer_class = self.policy_kwargs.get("optimizer_class", th.optim.Adam)
+        optimizer_kwargs = dict(self.policy_kwargs.get("optimizer_kwargs") or {})
+        if "foreach" in inspect.signature(optimizer_class).parameters and "foreach" not in optimizer_kwargs:
+            self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "foreach": True}}
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # The guard comes first, so that no user callback sees a non-finite observation either
@@ -432,7 +449,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                grad_norm = th.nn.utils.clip_grad_norm_(
+                    self.policy.parameters(), self.max_grad_norm, foreach=True if self.fast_mode else None
+                )
                 check_finite_update(
                     {
                         "policy_loss": pg_losses[-1],

@@ -95,6 +95,7 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         beta: float = 1.0,
         beta_factor: float = 2.0,
         kl_tolerance: float = 1.5,
+        fast_mode: bool = False,
         _init_setup_model: bool = True,
     ):
         self._check_penalty_arguments(kl_target, beta, beta_factor, kl_tolerance)
@@ -125,6 +126,7 @@ class PPOPenalty(ProximalPolicyAlgorithm):
             seed=seed,
             device=device,
             _init_setup_model=False,
+            fast_mode=fast_mode,
         )
         self.kl_target = kl_target
         self.beta = float(beta)
