@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import HEADLINE_SETTINGS, PAPER_SETTINGS, RESULTS
+from benchmarks.harness import HEADLINE_SETTINGS, PAPER_ENVS, PAPER_SETTINGS, RESULTS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Schulman et al. 2017, Table 1: normalized scores averaged over the seven MuJoCo tasks (1M steps, 3 seeds)
@@ -201,8 +201,11 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     budgets = sorted({row["timesteps"] for row in rows})
     settings = ["random", *PAPER_SETTINGS]
     normalized = normalized_scores(rows)
+    envs = sorted({row["env_id"] for row in rows})
     lines = [
-        f"Runs: {len(rows)} (budgets: {', '.join(f'{b:,}' for b in budgets)} steps), seeds per cell in parentheses.\n",
+        f"Runs: {len(rows)} (budgets: {', '.join(f'{b:,}' for b in budgets)} steps), seeds per cell in parentheses. "
+        f"Envs covered so far: {', '.join(envs)} ({len(envs)} of the paper's {len(PAPER_ENVS)}); averages over fewer "
+        "envs or settings than the paper's are not comparable with its numbers.\n",
         "Final score (mean return of the last 100 training episodes):\n",
         score_table(rows, settings),
         "\nNormalized score (random policy = 0, best setting per env = 1; averaged over envs and seeds), next to "
