@@ -191,3 +191,15 @@ def test_tuned_entry_merges_yaml_and_trial():
     }
     assert eval(entry["policy_kwargs"], {"nn": nn}) == {"log_std_init": -2, **tuned["policy_kwargs"]}
     assert format_python([1, "a"]) == "[1, 'a']"
+
+
+def test_train_then_enjoy(tmp_path, monkeypatch, capsys):
+    """`sb3-ppo-variants enjoy` loads what `train` saved (rl_zoo3's enjoy with our algorithms registered)."""
+    monkeypatch.chdir(tmp_path)
+    main(["train", "--algo", "ppo_clip", "--env", "CartPole-v1", "-n", "256", "-f", "logs", "--eval-freq", "-1"])
+    capsys.readouterr()
+    main(
+        ["enjoy", "--algo", "ppo_clip", "--env", "CartPole-v1", "-f", "logs", "--no-render", "-n", "300", "--num-threads", "1"]
+    )
+    output = capsys.readouterr().out
+    assert "Mean reward:" in output and "Mean episode length:" in output
