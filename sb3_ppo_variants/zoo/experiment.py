@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
@@ -120,6 +121,10 @@ class TuningExperimentManager(ExperimentManager):
         """
 
         def objective(trial: optuna.Trial) -> float:
+            # Optuna's heartbeat thread records its first beat concurrently with the objective: a worker killed before
+            # that beat would leave its trial RUNNING forever (a trial without a beat is never stale). Beat first.
+            if isinstance(study._storage, BaseHeartbeat) and study._storage.get_heartbeat_interval() is not None:
+                study._storage.record_heartbeat(trial._trial_id)
             if self.max_total_trials is not None:
                 counted = sorted(t.number for t in study.get_trials(deepcopy=False, states=BUDGET_STATES))
                 if counted.index(trial.number) >= self.max_total_trials:
