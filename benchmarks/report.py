@@ -267,9 +267,11 @@ def write_report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
         if suite == "tiny" and not rows:
             continue
         sections += [f"## {title}\n", make_section(rows, results / suite, image_folder)]
+    # The narrative (results/speed.md), then the tables that benchmarks/speed.py --output wrote (results/speed/)
     speed = results / "speed.md"
     if speed.exists():
         sections += ["## Speed\n", speed.read_text()]
+        sections += [table.read_text() for table in sorted((results / "speed").glob("*.md"))]
     path = docs / "benchmarks.md"
     docs.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(sections))

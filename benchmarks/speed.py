@@ -3,92 +3,247 @@ Side-by-side wall time of SB3's PPO, PPOClip and PPOPenalty on the same task, se
 
 The algorithms run alternately (PPO, PPOClip, PPOPenalty, PPO, ...) ``--repeats`` times, so that a change in the
 machine's load hits all of them alike; the table gives the median wall time of ``learn()`` per algorithm, its ratio
-to SB3's PPO, and whether PPOClip's final parameters equal PPO's bit for bit.
+to SB3's PPO, and whether PPOClip's final parameters equal PPO's bit for bit. ``--profile`` instead runs each
+algorithm once under cProfile and prints where the time goes (collection, update, and the parts of a gradient step).
 
-Usage: ``python benchmarks/speed.py --task cartpole --timesteps 50000 --repeats 5``
+Usage::
+
+    python -m benchmarks.speed --task cartpole --timesteps 50000 --repeats 5
+    python -m benchmarks.speed --task cnn --device cuda
+    python -m benchmarks.speed --task hopper --profile
 """
 
 import argparse
+import cProfile
 import platform
+import pstats
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 
+from benchmarks.harness import PAPER_HYPERPARAMETERS
 from sb3_ppo_variants import PPOClip, PPOPenalty
 from sb3_ppo_variants.zoo import constructor_arguments, zoo_hyperparameters
 
-# rl-zoo's tuned PPO hyperparameters (zoo_configs/ppo_clip.yml); PPOPenalty gets the same minus the clip range
-TASKS = {"cartpole": "CartPole-v1", "pendulum-gsde": "Pendulum-v1"}
+
+class SeededImageEnv(FakeImageEnv):
+    """SB3's ``FakeImageEnv`` (random images, trivial dynamics) whose images follow the reset seed, so runs repeat."""
+
+    def __init__(self, size: int = 36, n_channels: int = 1) -> None:
+        super().__init__(screen_height=size, screen_width=size, n_channels=n_channels, discrete=True)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        if seed is not None:
+            self.observation_space.seed(seed)
+        return super().reset(seed=seed, options=options)
 
 
-def _run(
-    algo: type, env_id: str, timesteps: int, seed: int, device: str, fast_mode: bool = False
-) -> tuple[float, float, dict[str, th.Tensor]]:
+@dataclass
+class SpeedTask:
+    """
+    :param env_id: A registered env id, or a callable that makes the env
+    :param n_envs: Number of envs (DummyVecEnv)
+    :param hyperparameters: Constructor arguments shared by all algorithms (PPOPenalty drops ``clip_range``)
+    :param policy: Policy alias
+    :param timesteps: Default budget of one ``learn()``
+    :param description: Where the hyperparameters come from, for the report
+    """
+
+    env_id: str | Callable[[], gym.Env]
+    n_envs: int
+    hyperparameters: dict[str, Any]
+    policy: str = "MlpPolicy"
+    timesteps: int = 50_000
+    description: str = ""
+
+
+def _zoo_task(env_id: str, timesteps: int) -> SpeedTask:
     keywords, n_envs, _ = constructor_arguments(zoo_hyperparameters("ppo_clip", env_id))
+    return SpeedTask(env_id, n_envs, keywords, timesteps=timesteps, description=f"zoo_configs/ppo_clip.yml, {n_envs} envs")
+
+
+def make_task(name: str) -> SpeedTask:
+    """:param name: One of ``TASKS``"""
+    if name == "cartpole":
+        return _zoo_task("CartPole-v1", 50_000)
+    if name == "pendulum-gsde":
+        return _zoo_task("Pendulum-v1", 20_480)
+    if name == "hopper":
+        return SpeedTask("Hopper-v5", 1, dict(PAPER_HYPERPARAMETERS), timesteps=20_480, description="the paper's, 1 env")
+    if name == "cnn":
+        # Atari-like PPO settings (rl-zoo's atari entry, smaller rollout) on 36x36 grayscale images, NatureCNN
+        cnn_hyperparameters = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01}
+        return SpeedTask(
+            SeededImageEnv,
+            8,
+            cnn_hyperparameters,
+            policy="CnnPolicy",
+            timesteps=8_192,
+            description="CnnPolicy (NatureCNN) on 36x36x1 random images, 8 envs, rl-zoo Atari-like settings",
+        )
+    raise ValueError(f"task must be one of {TASKS}, got {name!r}")
+
+
+TASKS = ("cartpole", "pendulum-gsde", "hopper", "cnn")
+ALGORITHMS: dict[str, tuple[type, bool]] = {
+    "SB3 PPO": (PPO, False),
+    "PPOClip": (PPOClip, False),
+    "PPOPenalty": (PPOPenalty, False),
+    "PPOClip fast_mode": (PPOClip, True),
+    "PPOPenalty fast_mode": (PPOPenalty, True),
+}
+
+
+def _make_model(name: str, task: SpeedTask, seed: int, device: str) -> Any:
+    algo, fast_mode = ALGORITHMS[name]
+    keywords = dict(task.hyperparameters)
     if algo is PPOPenalty:
-        keywords.pop("clip_range")
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        keywords.pop("clip_range", None)
     if fast_mode:
         keywords["fast_mode"] = True
-    model = algo("MlpPolicy", env, seed=seed, device=device, **keywords)
+    env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed)
+    return algo(task.policy, env, seed=seed, device=device, **keywords)
+
+
+def _timed_run(
+    name: str, task: SpeedTask, timesteps: int, seed: int, device: str
+) -> tuple[float, float, dict[str, th.Tensor]]:
+    model = _make_model(name, task, seed, device)
+    if device.startswith("cuda"):
+        th.cuda.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(timesteps)
+    if device.startswith("cuda"):
+        th.cuda.synchronize()
     elapsed, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
-    env.close()
-    return elapsed, cpu_time, model.policy.state_dict()
+    model.get_env().close()
+    return elapsed, cpu_time, {key: value.cpu() for key, value in model.policy.state_dict().items()}
+
+
+# Where a run's time goes: (label, cProfile function name, and optionally a file name fragment)
+PROFILE_PARTS = (
+    ("collect_rollouts (env steps + policy forward + buffer)", "collect_rollouts", "on_policy_algorithm"),
+    ("  env step_wait", "step_wait", ""),
+    ("train (the update)", "train", ""),
+    ("  evaluate_actions (forward)", "evaluate_actions", "policies"),
+    ("  backward", "<method 'run_backward' of 'torch._C._EngineBase' objects>", ""),
+    ("  optimizer step", "step", "torch/optim/"),
+    ("  clip_grad_norm_", "clip_grad_norm_", "clip_grad"),
+)
+
+
+def _profile(name: str, task: SpeedTask, timesteps: int, seed: int, device: str) -> dict[str, float]:
+    model = _make_model(name, task, seed, device)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    model.learn(timesteps)
+    profiler.disable()
+    model.get_env().close()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = max(cumulative for (_, _, function), (_, _, _, cumulative, _) in stats.items() if function == "learn")
+    times = {"learn (total)": total}
+    for label, function_name, file_fragment in PROFILE_PARTS:
+        times[label] = sum(
+            cumulative
+            for (file_name, _, function), (_, _, _, cumulative, _) in stats.items()
+            if function == function_name and file_fragment in file_name
+        )
+    return times
+
+
+def _print_profile(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> None:
+    profiles = {name: _profile(name, task, args.timesteps, args.seed, args.device) for name in names}
+    print(f"\ncProfile, {task.env_id if isinstance(task.env_id, str) else args.task}, {args.timesteps} steps, one run each")
+    print("(cumulative seconds under the profiler, which inflates Python-heavy parts; shares of learn in brackets)\n")
+    print("| part | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for label in profiles[names[0]]:
+        shares = {name: profiles[name][label] / profiles[name]["learn (total)"] for name in names}
+        cells = [f"{profiles[name][label]:.2f} ({shares[name]:.0%})" for name in names]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), default="cartpole")
-    parser.add_argument("--timesteps", type=int, default=50_000)
+    parser.add_argument("--task", choices=TASKS, default="cartpole")
+    parser.add_argument("--timesteps", type=int, help="Budget of one learn() (default: the task's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (SB3 users on small nets: 1)")
+    parser.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
+    parser.add_argument("--profile", action="store_true", help="Profile one run of each algorithm instead")
+    parser.add_argument("--output", type=Path, help="Also write the table (Markdown) to this file")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
+    task = make_task(args.task)
+    args.timesteps = args.timesteps or task.timesteps
+    names = ["SB3 PPO", *(name for name in args.algos if name != "SB3 PPO")]
+    if args.profile:
+        _print_profile(args, task, names)
+        return
 
-    env_id = TASKS[args.task]
-    algos: dict[str, tuple[type, bool]] = {
-        "SB3 PPO": (PPO, False),
-        "PPOClip": (PPOClip, False),
-        "PPOPenalty": (PPOPenalty, False),
-        "PPOClip fast_mode": (PPOClip, True),
-        "PPOPenalty fast_mode": (PPOPenalty, True),
-    }
-    times: dict[str, list[float]] = {name: [] for name in algos}
-    cpu_times: dict[str, list[float]] = {name: [] for name in algos}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     identical = []
     for repeat in range(args.repeats):
         states = {}
-        for name, (algo, fast_mode) in algos.items():
-            elapsed, cpu_time, states[name] = _run(algo, env_id, args.timesteps, args.seed, args.device, fast_mode)
+        for name in names:
+            elapsed, cpu_time, states[name] = _timed_run(name, task, args.timesteps, args.seed, args.device)
             times[name].append(elapsed)
             cpu_times[name].append(cpu_time)
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s wall, {cpu_time:.2f} s CPU", flush=True)
-        identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
+        if "PPOClip" in states:
+            identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
-    reference = statistics.median(times["SB3 PPO"])
-    cpu_reference = statistics.median(cpu_times["SB3 PPO"])
-    print(
-        f"\n{env_id} (zoo_configs/ppo_clip.yml), {args.timesteps} steps, seed {args.seed}, device {args.device}, "
-        f"{args.threads} torch thread(s), {args.repeats} alternating repeats; {platform.processor() or platform.machine()}, "
-        f"torch {th.__version__}\n"
-    )
-    # CPU time (one torch thread, so one core) is far less sensitive than wall time to other load on a shared machine
-    print("| algorithm | median wall time (s) | wall ratio to SB3 PPO | timesteps/s | median CPU time (s) | CPU ratio |")
-    print("|---|---|---|---|---|---|")
+    table = _ratio_table(args, task, times, cpu_times, identical)
+    print("\n" + table)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table)
+
+
+def _ratio_table(
+    args: argparse.Namespace,
+    task: SpeedTask,
+    times: dict[str, list[float]],
+    cpu_times: dict[str, list[float]],
+    identical: list[bool],
+) -> str:
+    """:return: The Markdown block of one comparison: its command and conditions, the table, the equality check"""
+    reference, cpu_reference = statistics.median(times["SB3 PPO"]), statistics.median(cpu_times["SB3 PPO"])
+    device_name = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
+    lines = [
+        f"### {args.task}: {env_name}, {task.description}\n",
+        f"Command: `python -m benchmarks.speed {' '.join(sys.argv[1:])}`. {args.timesteps} steps per run, seed {args.seed}, "
+        f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} alternating repeats, "
+        f"torch {th.__version__}, {date.today().isoformat()}.\n",
+        # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine
+        "| algorithm | median wall time (s) | time ratio to SB3 PPO | throughput ratio | timesteps/s | CPU time ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, values in times.items():
-        median, cpu_median = statistics.median(values), statistics.median(cpu_times[name])
-        print(
-            f"| {name} | {median:.2f} | {median / reference:.3f} | {args.timesteps / median:.0f} "
-            f"| {cpu_median:.2f} | {cpu_median / cpu_reference:.3f} |"
+        median, cpu_ratio = statistics.median(values), statistics.median(cpu_times[name]) / cpu_reference
+        lines.append(
+            f"| {name} | {median:.2f} | {median / reference:.3f} | {reference / median:.2f}x | {args.timesteps / median:.0f} "
+            f"| {cpu_ratio:.3f} |"
         )
-    print(f"\nPPOClip final parameters equal SB3 PPO's (torch.equal) in {sum(identical)}/{len(identical)} repeats")
+    if identical:
+        equal = f"{sum(identical)}/{len(identical)}"
+        lines.append(f"\nPPOClip's final parameters equal SB3 PPO's (torch.equal) in {equal} repeats.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

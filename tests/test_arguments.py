@@ -127,14 +127,36 @@ def test_zero_learning_rate_and_clip_range_as_sb3():
     assert all(th.equal(old, new) for old, new in zip(before, model.policy.parameters(), strict=True))
 
 
-def test_fast_mode_uses_foreach_kernels_and_is_opt_in(tmp_path):
-    assert PPOClip("MlpPolicy", "CartPole-v1").policy.optimizer.defaults["foreach"] is None  # SB3's, bit for bit
+def test_fast_mode_uses_the_fused_optimizer_and_is_opt_in(tmp_path):
+    assert PPOClip("MlpPolicy", "CartPole-v1").policy.optimizer.defaults["fused"] is None  # SB3's, bit for bit
     model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, fast_mode=True)
-    assert model.policy.optimizer.defaults["foreach"] is True
+    assert model.policy.optimizer.defaults["fused"] is True
     model.learn(64)
     model.save(tmp_path / "model")
     loaded = PPOPenalty.load(tmp_path / "model")
-    assert loaded.fast_mode and loaded.policy.optimizer.defaults["foreach"] is True
+    assert loaded.fast_mode and loaded.policy.optimizer.defaults["fused"] is True
     # An explicit choice of the user wins
     chosen = PPOClip("MlpPolicy", "CartPole-v1", fast_mode=True, policy_kwargs={"optimizer_kwargs": {"foreach": False}})
-    assert chosen.policy.optimizer.defaults["foreach"] is False
+    assert chosen.policy.optimizer.defaults["fused"] is None and chosen.policy.optimizer.defaults["foreach"] is False
+    # An optimizer without a fused implementation gets the multi-tensor one
+    rmsprop = PPOClip("MlpPolicy", "CartPole-v1", fast_mode=True, policy_kwargs={"optimizer_class": th.optim.RMSprop})
+    assert rmsprop.policy.optimizer.defaults["foreach"] is True
+
+
+def test_default_adam_runs_multi_tensor_unless_the_user_chose(tmp_path):
+    model = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1)
+    model.learn(32)
+    assert [group["foreach"] for group in model.policy.optimizer.param_groups] == [True]
+    # Also after loading a checkpoint, whose optimizer state carries the settings of the run that saved it
+    model.policy.optimizer.param_groups[0]["foreach"] = None
+    model.save(tmp_path / "model")
+    loaded = PPOClip.load(tmp_path / "model", env=model.get_env())
+    loaded.learn(32)
+    assert loaded.policy.optimizer.param_groups[0]["foreach"] is True
+    no_foreach = {"optimizer_kwargs": {"foreach": False}}
+    chosen = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs=no_foreach)
+    chosen.learn(32)
+    assert chosen.policy.optimizer.param_groups[0]["foreach"] is False
+    other = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs={"optimizer_class": th.optim.RMSprop})
+    other.learn(32)
+    assert other.policy.optimizer.param_groups[0]["foreach"] is None

@@ -108,6 +108,16 @@ CASES = {
         "ent_coef": 0.01,
         "policy_kwargs": {"share_features_extractor": False, "net_arch": {"pi": [16], "vf": [32]}},
     },
+    # The default Adam runs its multi-tensor implementation here: check it with its other options too
+    "adam-options": {
+        "env_id": "Pendulum-v1",
+        "n_envs": 2,
+        "policy": "MlpPolicy",
+        "timesteps": 256,
+        "policy_kwargs": {"optimizer_kwargs": {"amsgrad": True, "weight_decay": 1e-3, "eps": 1e-5}},
+    },
+    # A rollout that batch_size does not divide: the last minibatch of every epoch is shorter
+    "truncated-minibatch": {"env_id": "CartPole-v1", "n_envs": 2, "policy": "MlpPolicy", "timesteps": 200, "n_steps": 50},
 }
 
 

@@ -4,14 +4,15 @@ Rollout buffers that also hold the parameters of the policy's action distributio
 They behave like SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` (same ``add``, same GAE, same random
 permutation per ``get()`` call, so the same RNG consumption), with two differences:
 
-- the whole flattened rollout is turned into tensors on the buffer's device once per rollout, and
-  minibatches are taken from those tensors by index (no host copies per minibatch);
+- the whole flattened rollout is turned into tensors on the buffer's device once per rollout; each ``get()``
+  call gathers them once in its permuted order, and minibatches are slices (views) of those (no host copies, and
+  one gather per tensor per epoch instead of one per minibatch);
 - ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`) can be set
   before the epochs and is returned with every minibatch.
 """
 
 from collections.abc import Generator
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -52,13 +53,33 @@ def _flat_transition_tensors(buffer: RolloutBuffer | DictRolloutBuffer) -> dict[
     }
 
 
-def _minibatch_indices(buffer_size: int, batch_size: int | None, device: th.device) -> Generator[th.Tensor, None, None]:
-    """A fresh ``np.random.permutation`` per call (as SB3, so seeded runs match), cut into minibatches."""
-    indices = th.as_tensor(np.random.permutation(buffer_size), device=device)
+def _permutation(buffer_size: int, device: th.device) -> th.Tensor:
+    """A fresh ``np.random.permutation`` per ``get()`` call, as SB3 draws it (so seeded runs match)."""
+    return th.as_tensor(np.random.permutation(buffer_size), device=device)
+
+
+def _minibatch_slices(buffer_size: int, batch_size: int | None) -> Generator[slice, None, None]:
+    """Consecutive minibatches of the permuted rollout, the last one possibly shorter (as SB3)."""
     if batch_size is None:
         batch_size = buffer_size
     for start_idx in range(0, buffer_size, batch_size):
-        yield indices[start_idx : start_idx + batch_size]
+        yield slice(start_idx, start_idx + batch_size)
+
+
+Samples = TypeVar("Samples", ProximalRolloutBufferSamples, ProximalDictRolloutBufferSamples)
+
+
+def _sliced(samples: Samples, batch: slice) -> Samples:
+    """:return: The rows ``batch`` of every tensor of ``samples`` (views, no copies)"""
+
+    def rows(value: Any) -> Any:  # a tensor, a dict of tensors (observations) or None
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return {key: tensor[batch] for key, tensor in value.items()}
+        return value[batch]
+
+    return samples._replace(**{name: rows(getattr(samples, name)) for name in samples._fields})
 
 
 class _OldDistributionMixin:
@@ -120,8 +141,10 @@ class ProximalRolloutBuffer(_OldDistributionMixin, RolloutBuffer):
 
     def get(self, batch_size: int | None = None) -> Generator[ProximalRolloutBufferSamples, None, None]:  # type: ignore[override]
         assert self.full, "The rollout buffer must be full before sampling from it"
-        for batch_inds in _minibatch_indices(self.buffer_size * self.n_envs, batch_size, self.device):
-            yield self._get_samples(batch_inds)
+        n_transitions = self.buffer_size * self.n_envs
+        permuted = self._get_samples(_permutation(n_transitions, self.device))
+        for batch in _minibatch_slices(n_transitions, batch_size):
+            yield _sliced(permuted, batch)
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None
@@ -178,8 +201,10 @@ class ProximalDictRolloutBuffer(_OldDistributionMixin, DictRolloutBuffer):
         self, batch_size: int | None = None
     ) -> Generator[ProximalDictRolloutBufferSamples, None, None]:
         assert self.full, "The rollout buffer must be full before sampling from it"
-        for batch_inds in _minibatch_indices(self.buffer_size * self.n_envs, batch_size, self.device):
-            yield self._get_samples(batch_inds)
+        n_transitions = self.buffer_size * self.n_envs
+        permuted = self._get_samples(_permutation(n_transitions, self.device))
+        for batch in _minibatch_slices(n_transitions, batch_size):
+            yield _sliced(permuted, batch)
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None

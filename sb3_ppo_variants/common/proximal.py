@@ -42,8 +42,16 @@ from sb3_ppo_variants.common.objectives import clip_fraction
 # For the train/clip_fraction diagnostic of objectives without clipping: SB3's default clip range
 DIAGNOSTIC_CLIP_RANGE = 0.2
 
+# The scalars of a gradient step checked to be finite before the optimizer step, in this order
+_UPDATE_TERMS = ("policy_loss", "value_loss", "entropy_loss", "gradient_norm")
+
 SelfProximalPolicyAlgorithm = TypeVar("SelfProximalPolicyAlgorithm", bound="ProximalPolicyAlgorithm")
 RolloutSamples = ProximalRolloutBufferSamples | ProximalDictRolloutBufferSamples
+
+
+def _to_floats(scalars: list[th.Tensor]) -> list[float]:
+    """:return: The values of 0-d tensors as Python floats, with one host transfer for all of them"""
+    return th.stack(scalars).tolist()
 
 
 @contextmanager
@@ -152,10 +160,11 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
-    :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the optimizer (if it
-        supports it, as Adam does) and the gradient clipping use PyTorch's ``foreach`` multi-tensor kernels, which
-        order floating-point operations differently. Learning is unchanged in distribution (tested on the same
-        thresholds as the default mode), results are not bit-identical to SB3's. Default: False.
+    :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the optimizer uses its
+        fused implementation (one kernel for all parameters; Adam, AdamW, SGD and others that take ``fused``, else
+        ``foreach``), which orders floating-point operations differently. Learning is unchanged in distribution
+        (tested on the same thresholds as the default mode), results are not bit-identical to SB3's. An
+        ``optimizer_kwargs`` choice of ``fused`` or ``foreach`` in ``policy_kwargs`` wins. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -314,7 +323,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = ProximalDictRolloutBuffer if dict_observations else ProximalRolloutBuffer
         if self.fast_mode:
-            self._use_foreach_optimizer()
+            self._use_fused_optimizer()
         super()._setup_model()
         if self.clip_range is None and self._clip_range_required:
             raise ValueError(f"clip_range must be a float >= 0 or a schedule for {type(self).__name__}, got None")
@@ -323,12 +332,32 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
 
-    def _use_foreach_optimizer(self) -> None:
-        """Ask the policy's optimizer for its multi-tensor (foreach) implementation, unless the user chose."""
+    def _use_fused_optimizer(self) -> None:
+        """Ask the policy's optimizer for its fused (else multi-tensor) implementation, unless the user chose."""
         optimizer_class = self.policy_kwargs.get("optimizer_class", th.optim.Adam)
         optimizer_kwargs = dict(self.policy_kwargs.get("optimizer_kwargs") or {})
-        if "foreach" in inspect.signature(optimizer_class).parameters and "foreach" not in optimizer_kwargs:
-            self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "foreach": True}}
+        if "fused" in optimizer_kwargs or "foreach" in optimizer_kwargs:
+            return
+        accepted = inspect.signature(optimizer_class).parameters
+        for implementation in ("fused", "foreach"):
+            if implementation in accepted:
+                self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, implementation: True}}
+                return
+
+    def _use_multi_tensor_adam(self) -> None:
+        """
+        Let SB3's default optimizer, Adam, update all parameters with PyTorch's multi-tensor (``foreach``) kernels
+        where the user left the choice to PyTorch. On the CPU these run, tensor by tensor, exactly the operations of
+        the single-tensor implementation that PyTorch picks there by default, so the parameters are bit-for-bit the
+        same, with less overhead per step; on a GPU, ``foreach`` already is PyTorch's default.
+        Set at every update, since loading a checkpoint restores the optimizer's saved settings.
+        """
+        optimizer = self.policy.optimizer
+        if type(optimizer) is not th.optim.Adam:
+            return
+        for group in optimizer.param_groups:
+            if group.get("foreach") is None and not any(group.get(key) for key in ("fused", "capturable", "differentiable")):
+                group["foreach"] = True
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # The guard comes first, so that no user callback sees a non-finite observation either
@@ -390,17 +419,21 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._current_value("learning_rate", self.lr_schedule)
         self._update_learning_rate(self.policy.optimizer)
+        self._use_multi_tensor_adam()
         clip_range = self._current_value("clip_range", self.clip_range)
         clip_range_vf = self._current_value("clip_range_vf", self.clip_range_vf)
 
-        entropy_losses: list[float] = []
-        pg_losses: list[float] = []
-        value_losses: list[float] = []
-        clip_fractions: list[float] = []
+        # Per-minibatch statistics stay tensors until the end of the update: no host sync per value on a GPU
+        # (their float values, and hence the logs, are SB3's)
+        entropy_losses: list[th.Tensor] = []
+        pg_losses: list[th.Tensor] = []
+        value_losses: list[th.Tensor] = []
+        clip_fractions: list[th.Tensor] = []
+        parameters = list(self.policy.parameters())
 
         continue_training = True
         for epoch in range(self.n_epochs):
-            approx_kl_divs = []
+            approx_kl_divs: list[th.Tensor] = []
             for rollout_data in self.rollout_buffer.get(self.batch_size):
                 actions = rollout_data.actions
                 if isinstance(self.action_space, spaces.Discrete):
@@ -420,17 +453,16 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 # ratio between old and new policy, should be one at the first iteration
                 ratio = th.exp(log_prob - rollout_data.old_log_prob)
                 policy_loss = self._policy_loss(ratio, advantages, distribution, rollout_data, clip_range)
-
-                pg_losses.append(policy_loss.item())
+                pg_losses.append(policy_loss.detach())
                 # Without clipping, the fraction outside SB3's default range is logged as a diagnostic of the step size
-                clip_fractions.append(clip_fraction(ratio, DIAGNOSTIC_CLIP_RANGE if clip_range is None else clip_range).item())
+                clip_fractions.append(clip_fraction(ratio, DIAGNOSTIC_CLIP_RANGE if clip_range is None else clip_range))
 
                 value_loss = self._value_loss(values, rollout_data, clip_range_vf)
-                value_losses.append(value_loss.item())
+                value_losses.append(value_loss.detach())
 
                 # Entropy loss favors exploration; approximate it by -log_prob when there is no analytical form
                 entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                entropy_losses.append(entropy_loss.item())
+                entropy_losses.append(entropy_loss.detach())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
@@ -438,28 +470,22 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 # http://joschu.net/blog/kl-approx.html
                 with th.no_grad():
                     log_ratio = log_prob - rollout_data.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
                     approx_kl_divs.append(approx_kl_div)
 
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                if self.target_kl is not None and approx_kl_div.item() > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div.item():.2f}")
                     break
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                grad_norm = th.nn.utils.clip_grad_norm_(
-                    self.policy.parameters(), self.max_grad_norm, foreach=True if self.fast_mode else None
-                )
-                check_finite_update(
-                    {
-                        "policy_loss": pg_losses[-1],
-                        "value_loss": value_losses[-1],
-                        "entropy_loss": entropy_losses[-1],
-                        "gradient_norm": grad_norm.item(),
-                    }
-                )
+                grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+                # The one host sync of a gradient step: a non-finite step must not reach the parameters
+                update_terms = th.stack([pg_losses[-1], value_losses[-1], entropy_losses[-1], grad_norm.detach()])
+                if not th.isfinite(update_terms).all().item():
+                    check_finite_update(dict(zip(_UPDATE_TERMS, update_terms.tolist(), strict=True)))
                 self.policy.optimizer.step()
 
             self._n_updates += 1
@@ -469,11 +495,12 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self._after_policy_update()
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        # Python floats (and, for approx_kl, float32 arrays) averaged by numpy, exactly as SB3 logs them
+        self.logger.record("train/entropy_loss", np.mean(_to_floats(entropy_losses)))
+        self.logger.record("train/policy_gradient_loss", np.mean(_to_floats(pg_losses)))
+        self.logger.record("train/value_loss", np.mean(_to_floats(value_losses)))
+        self.logger.record("train/approx_kl", np.mean(th.stack(approx_kl_divs).cpu().numpy()))
+        self.logger.record("train/clip_fraction", np.mean(_to_floats(clip_fractions)))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):
