@@ -88,6 +88,49 @@ def normalized_scores(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]
     return {setting: (float(np.mean(values)), len(values)) for setting, values in normalized.items()}
 
 
+def complete_envs(rows: list[dict[str, Any]], settings: list[str]) -> list[str]:
+    """:return: The envs that have at least one run of every setting in ``settings``"""
+    grouped = scores_by(rows)
+    return sorted({env for _, env in grouped if all((setting, env) in grouped for setting in settings)})
+
+
+def rank_correlation(first: list[float], second: list[float]) -> float:
+    """:return: Spearman's rank correlation of two equally long lists (ties get their mean rank)"""
+
+    def ranks(values: list[float]) -> np.ndarray:
+        array = np.asarray(values, dtype=float)
+        result = np.empty(len(array))
+        for value in np.unique(array):
+            positions = np.flatnonzero(array == value)
+            # ranks of the values below, plus the mean rank of the tied ones
+            result[positions] = np.sum(array < value) + (len(positions) + 1) / 2
+        return result
+
+    first_ranks, second_ranks = ranks(first), ranks(second)
+    if first_ranks.std() == 0 or second_ranks.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(first_ranks, second_ranks)[0, 1])
+
+
+def within_noise(values: list[float], reference: list[float] | float) -> tuple[float, bool]:
+    """
+    Whether a difference of means is within seed noise, by the rule ``|difference| <= 2 x standard error``
+    (Welch's standard error for two groups of seeds; ``s / sqrt(n)`` against a published figure).
+
+    :param values: Scores per seed
+    :param reference: Scores per seed of the algorithm to compare with, or a single published figure
+    :return: (difference of the means, whether it is within the noise)
+    """
+    variance = float(np.var(values, ddof=1)) / len(values) if len(values) > 1 else math.inf
+    if isinstance(reference, list):
+        variance += float(np.var(reference, ddof=1)) / len(reference) if len(reference) > 1 else math.inf
+        reference_mean = float(np.mean(reference))
+    else:
+        reference_mean = reference
+    difference = float(np.mean(values)) - reference_mean
+    return difference, abs(difference) <= 2 * math.sqrt(variance)
+
+
 def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})"
 
@@ -150,7 +193,8 @@ def plot_learning_curves(
         axes.set_title(env)
         axes.set_xlabel("timesteps")
         axes.set_ylabel("training episode return")
-        axes.legend(fontsize=8)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
         figure.tight_layout()
         path = image_folder / f"{prefix}_{env}.png"
         figure.savefig(path, dpi=90)
@@ -200,8 +244,11 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
         return "No run of this suite yet.\n"
     budgets = sorted({row["timesteps"] for row in rows})
     settings = ["random", *PAPER_SETTINGS]
-    normalized = normalized_scores(rows)
     envs = sorted({row["env_id"] for row in rows})
+    # The best setting of an env scores 1 by definition: an env without all the suite's settings would be normalized
+    # by another best, so only complete envs are normalized
+    complete = complete_envs(rows, sorted({row["setting"] for row in rows}))
+    normalized = normalized_scores([row for row in rows if row["env_id"] in complete])
     lines = [
         f"Runs: {len(rows)} (budgets: {', '.join(f'{b:,}' for b in budgets)} steps), seeds per cell in parentheses. "
         f"Envs covered so far: {', '.join(envs)} ({len(envs)} of the paper's {len(PAPER_ENVS)}); averages over fewer "
@@ -209,7 +256,8 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
         "Final score (mean return of the last 100 training episodes):\n",
         score_table(rows, settings),
         "\nNormalized score (random policy = 0, best setting per env = 1; averaged over envs and seeds), next to "
-        "the paper's Table 1 (1M steps, all seven tasks):\n",
+        f"the paper's Table 1 (1M steps, all seven tasks). Envs normalized: {', '.join(complete) or 'none yet'} (those "
+        "with runs of every setting).\n",
         "| setting | ours | runs averaged | paper |",
         "|---|---|---|---|",
     ]
@@ -217,6 +265,13 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
         ours = f"{normalized[setting][0]:.2f}" if setting in normalized else "n/a"
         count = normalized[setting][1] if setting in normalized else 0
         lines.append(f"| {setting} | {ours} | {count} | {PAPER_NORMALIZED[setting]:.2f} |")
+    compared = [setting for setting in PAPER_SETTINGS if setting in normalized]
+    if len(compared) > 2:
+        correlation = rank_correlation([normalized[s][0] for s in compared], [PAPER_NORMALIZED[s] for s in compared])
+        lines.append(
+            f"\nRank agreement with the paper over these {len(compared)} settings: Spearman's rho = {correlation:.2f} "
+            "(1: same order, 0: unrelated; ties share their rank)."
+        )
     beta_bounds = [int(row["beta_at_bounds"]) for row in rows if row.get("beta_at_bounds") not in ("", None)]
     lines.append(
         f"\nUpdates that ended with beta at a bound (1e-4 or 1e4): {sum(beta_bounds)} over {len(beta_bounds)} PPOPenalty runs."
@@ -227,6 +282,31 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     if beta_image is not None:
         lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
     return "\n".join(lines) + "\n"
+
+
+def noise_table(rows: list[dict[str, Any]], algos: list[str]) -> str:
+    """:return: Per env and algorithm, the evaluation return's difference to SB3 PPO and to rl-zoo's figure"""
+    grouped = scores_by(rows, "eval_return")
+    lines = [
+        "Differences of the evaluation return, and whether each is within seed noise (|difference| <= 2 standard "
+        "errors; with 3 seeds this only flags large gaps):\n",
+        "| env | algorithm | vs SB3 PPO | vs rl-zoo's PPO figure |",
+        "|---|---|---|---|",
+    ]
+    for env in sorted({env for _, env in grouped}):
+        for algo in algos:
+            values = grouped.get((algo, env))
+            if not values:
+                continue
+            cells = []
+            for reference in (grouped.get(("sb3_ppo", env)), ZOO_PUBLISHED_PPO.get(env)):
+                if reference is None or (algo == "sb3_ppo" and isinstance(reference, list)):
+                    cells.append("n/a")
+                    continue
+                difference, noise = within_noise(values, reference)
+                cells.append(f"{difference:+.1f} ({'within noise' if noise else 'beyond noise'})")
+            lines.append(f"| {env} | {algo} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def zoo_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
@@ -240,6 +320,8 @@ def zoo_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Pa
         "\nFinal score (last 100 training episodes):\n",
         score_table(rows, algos),
         "\nrl-zoo's published PPO results: " + ", ".join(f"{env} {value:g}" for env, value in ZOO_PUBLISHED_PPO.items()),
+        "",
+        noise_table(rows, algos),
     ]
     images = plot_learning_curves(rows, suite_folder, algos, image_folder, suite_folder.name)
     lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]

@@ -1,11 +1,12 @@
 """The benchmark harness: suites, resumable CSV appends, the paper's normalization, the report."""
 
 import csv
+import math
 
 import pytest
 
 from benchmarks.harness import PAPER_ENVS, PAPER_SETTINGS, finished_run_ids, paper_suite, run_suite, tiny_suite, zoo_suite
-from benchmarks.report import normalized_scores, read_rows, write_report
+from benchmarks.report import complete_envs, normalized_scores, rank_correlation, read_rows, within_noise, write_report
 
 
 def test_paper_suite_is_the_full_sweep():
@@ -83,3 +84,28 @@ def test_normalization_is_the_papers():
     assert normalized["clip-0.2"] == (pytest.approx((10 / 9 + 8 / 9 + 1) / 3), 3)
     assert normalized["adaptive-0.01"] == (pytest.approx((0.5 - 1) / 2), 2)
     assert "random" not in normalized
+
+
+def test_only_envs_with_every_setting_are_normalized():
+    rows = [_row("random", "A", 0.0), _row("clip-0.2", "A", 1.0), _row("none", "A", 2.0)]
+    rows += [_row("random", "B", 0.0), _row("clip-0.2", "B", 1.0)]  # "none" is still missing on B
+    assert complete_envs(rows, ["random", "clip-0.2", "none"]) == ["A"]
+
+
+def test_rank_correlation():
+    assert rank_correlation([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]) == pytest.approx(1.0)
+    assert rank_correlation([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    # Ties share their mean rank: ranks (1.5, 1.5, 3) against (1, 2, 3)
+    assert rank_correlation([5.0, 5.0, 9.0], [1.0, 2.0, 3.0]) == pytest.approx(0.8660254)
+    assert math.isnan(rank_correlation([1.0, 1.0], [1.0, 2.0]))
+
+
+def test_within_noise_is_two_standard_errors():
+    # Two groups: means 10 and 13, sample variances 1 and 4, standard error sqrt(1/3 + 4/3) = 1.29
+    difference, noise = within_noise([9.0, 10.0, 11.0], [11.0, 13.0, 15.0])
+    assert difference == pytest.approx(-3.0) and not noise  # 3 > 2 x 1.29
+    assert within_noise([9.0, 10.0, 11.0], [10.0, 12.0, 14.0]) == (pytest.approx(-2.0), True)
+    # Against a published figure: standard error 1 / sqrt(3)
+    assert within_noise([9.0, 10.0, 11.0], 11.0)[1] and not within_noise([9.0, 10.0, 11.0], 11.2)[1]
+    # One seed says nothing about the noise
+    assert within_noise([9.0], 100.0) == (pytest.approx(-91.0), True)
