@@ -135,7 +135,7 @@ def _timed_run(
 PROFILE_PARTS = (
     ("collect_rollouts (env steps + policy forward + buffer)", "collect_rollouts", "on_policy_algorithm"),
     ("  env step_wait", "step_wait", ""),
-    ("train (the update)", "train", ""),
+    ("train (the update)", "train", "ppo"),  # ppo.py (SB3) or sb3_ppo_variants, not torch's Module.train
     ("  evaluate_actions (forward)", "evaluate_actions", "policies"),
     ("  backward", "<method 'run_backward' of 'torch._C._EngineBase' objects>", ""),
     ("  optimizer step", "step", "torch/optim/"),
@@ -199,7 +199,8 @@ def main() -> None:
     identical = []
     for repeat in range(args.repeats):
         states = {}
-        for name in names:
+        # Each repeat starts with another algorithm, so that none always runs in the same position
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             elapsed, cpu_time, states[name] = _timed_run(name, task, args.timesteps, args.seed, args.device)
             times[name].append(elapsed)
             cpu_times[name].append(cpu_time)
@@ -228,17 +229,20 @@ def _ratio_table(
     lines = [
         f"### {args.task}: {env_name}, {task.description}\n",
         f"Command: `python -m benchmarks.speed {' '.join(sys.argv[1:])}`. {args.timesteps} steps per run, seed {args.seed}, "
-        f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} alternating repeats, "
+        f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} repeats in rotating order, "
         f"torch {th.__version__}, {date.today().isoformat()}.\n",
         # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine
-        "| algorithm | median wall time (s) | time ratio to SB3 PPO | throughput ratio | timesteps/s | CPU time ratio |",
+        "| algorithm | median wall time (s) | time ratio to SB3 PPO | throughput ratio (min-max over repeats) "
+        "| timesteps/s | CPU time ratio |",
         "|---|---|---|---|---|---|",
     ]
     for name, values in times.items():
         median, cpu_ratio = statistics.median(values), statistics.median(cpu_times[name]) / cpu_reference
+        # SB3 PPO's time over ours within each repeat: the spread says how far to trust the median
+        per_repeat = [sb3 / ours for sb3, ours in zip(times["SB3 PPO"], values, strict=True)]
         lines.append(
-            f"| {name} | {median:.2f} | {median / reference:.3f} | {reference / median:.2f}x | {args.timesteps / median:.0f} "
-            f"| {cpu_ratio:.3f} |"
+            f"| {name} | {median:.2f} | {median / reference:.3f} | {reference / median:.2f}x "
+            f"({min(per_repeat):.2f}-{max(per_repeat):.2f}) | {args.timesteps / median:.0f} | {cpu_ratio:.3f} |"
         )
     if identical:
         equal = f"{sum(identical)}/{len(identical)}"

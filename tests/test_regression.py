@@ -16,7 +16,7 @@ from stable_baselines3.common.envs import (
     SimpleMultiObsEnv,
 )
 from stable_baselines3.common.logger import KVWriter, Logger
-from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.utils import LinearSchedule, set_random_seed
 
 from sb3_ppo_variants import PPOClip
 
@@ -34,6 +34,9 @@ class RecordingFormat(KVWriter):
 
 
 def _train(algo_class: type, env_id: Any, n_envs: int, policy: str, timesteps: int, **kwargs: Any) -> tuple[Any, list]:
+    # Some envs draw from numpy's global generator when they are built (SimpleMultiObsEnv's images): seed it first,
+    # or each run (and each earlier test in the process) would give them other observations
+    set_random_seed(0)
     env = make_vec_env(env_id, n_envs=n_envs, seed=0)
     model = algo_class(policy, env, seed=3, device="cpu", **kwargs)
     recorder = RecordingFormat()
@@ -116,6 +119,16 @@ CASES = {
         "timesteps": 256,
         "policy_kwargs": {"optimizer_kwargs": {"amsgrad": True, "weight_decay": 1e-3, "eps": 1e-5}},
     },
+    # Odd minibatch and observation sizes: minibatches that start off the CPU's 64-byte alignment, where the math
+    # library picks other kernels (found with one torch thread for 3 rows; see also the test with two threads)
+    "odd-minibatches": {"env_id": "Acrobot-v1", "n_envs": 1, "policy": "MlpPolicy", "timesteps": 256, "batch_size": 3},
+    "tensor-adam-hyperparameters": {
+        "env_id": "CartPole-v1",
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "timesteps": 128,
+        "policy_kwargs": {"optimizer_kwargs": {"betas": (th.tensor(0.9), th.tensor(0.999))}},
+    },
     # A rollout that batch_size does not divide: the last minibatch of every epoch is shorter
     "truncated-minibatch": {"env_id": "CartPole-v1", "n_envs": 2, "policy": "MlpPolicy", "timesteps": 200, "n_steps": 50},
 }
@@ -167,3 +180,15 @@ def test_ppo_clip_matches_sb3_ppo_target_kl_early_stop() -> None:
     model, _ = _train(PPOClip, **case)
     n_rollouts = 256 // (SMALL["n_steps"] * 2)
     assert model._n_updates < n_rollouts * SMALL["n_epochs"]
+
+
+def test_ppo_clip_matches_sb3_ppo_odd_minibatches_two_threads() -> None:
+    # With two threads the kernels differ for other sizes (7 rows here) than with one
+    threads = th.get_num_threads()
+    th.set_num_threads(2)
+    try:
+        _assert_same_training(
+            {**SMALL, "env_id": "Acrobot-v1", "n_envs": 1, "policy": "MlpPolicy", "timesteps": 256, "batch_size": 7}
+        )
+    finally:
+        th.set_num_threads(threads)

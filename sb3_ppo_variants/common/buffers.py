@@ -5,8 +5,9 @@ They behave like SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` (same ``add``, 
 permutation per ``get()`` call, so the same RNG consumption), with two differences:
 
 - the whole flattened rollout is turned into tensors on the buffer's device once per rollout; each ``get()``
-  call gathers them once in its permuted order, and minibatches are slices (views) of those (no host copies, and
-  one gather per tensor per epoch instead of one per minibatch);
+  call gathers them once in its permuted order, and minibatches are slices of those (no host copies, and one
+  gather per tensor per epoch instead of one per minibatch). This holds one more copy of the rollout in memory
+  during an update;
 - ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`) can be set
   before the epochs and is returned with every minibatch.
 """
@@ -69,15 +70,31 @@ def _minibatch_slices(buffer_size: int, batch_size: int | None) -> Generator[sli
 Samples = TypeVar("Samples", ProximalRolloutBufferSamples, ProximalDictRolloutBufferSamples)
 
 
+# PyTorch allocates CPU tensors on 64-byte boundaries, and the CPU math libraries may pick another kernel (another
+# order of floating-point operations) for data that does not start on one
+_CPU_ALIGNMENT = 64
+
+
+def _rows(tensor: th.Tensor, batch: slice) -> th.Tensor:
+    """
+    :return: The rows ``batch`` of ``tensor``: a view, or on the CPU a copy where the view would not be aligned as a
+        fresh tensor is (e.g. odd minibatch sizes), so that the arithmetic is bit for bit SB3's on its fresh minibatches
+    """
+    rows = tensor[batch]
+    if rows.device.type == "cpu" and rows.data_ptr() % _CPU_ALIGNMENT:
+        return rows.clone()
+    return rows
+
+
 def _sliced(samples: Samples, batch: slice) -> Samples:
-    """:return: The rows ``batch`` of every tensor of ``samples`` (views, no copies)"""
+    """:return: The rows ``batch`` of every tensor of ``samples``"""
 
     def rows(value: Any) -> Any:  # a tensor, a dict of tensors (observations) or None
         if value is None:
             return None
         if isinstance(value, dict):
-            return {key: tensor[batch] for key, tensor in value.items()}
-        return value[batch]
+            return {key: _rows(tensor, batch) for key, tensor in value.items()}
+        return _rows(value, batch)
 
     return samples._replace(**{name: rows(getattr(samples, name)) for name in samples._fields})
 

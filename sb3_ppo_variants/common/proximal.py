@@ -161,8 +161,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
     :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the optimizer uses its
-        fused implementation (one kernel for all parameters; Adam, AdamW, SGD and others that take ``fused``, else
-        ``foreach``), which orders floating-point operations differently. Learning is unchanged in distribution
+        fused implementation (one operation updates all parameters; Adam, AdamW, SGD and others that take ``fused``,
+        else ``foreach``), which orders floating-point operations differently. Learning is unchanged in distribution
         (tested on the same thresholds as the default mode), results are not bit-identical to SB3's. An
         ``optimizer_kwargs`` choice of ``fused`` or ``foreach`` in ``policy_kwargs`` wins. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
@@ -356,7 +356,12 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         if type(optimizer) is not th.optim.Adam:
             return
         for group in optimizer.param_groups:
-            if group.get("foreach") is None and not any(group.get(key) for key in ("fused", "capturable", "differentiable")):
+            chosen = group.get("foreach") is not None or any(
+                group.get(key) for key in ("fused", "capturable", "differentiable")
+            )
+            # The multi-tensor implementation rejects tensor hyperparameters that the single-tensor one accepts
+            tensor_hyperparameters = any(isinstance(value, th.Tensor) for value in (group["lr"], *group["betas"]))
+            if not chosen and not tensor_hyperparameters:
                 group["foreach"] = True
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
@@ -467,11 +472,13 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
                 # Approximate KL[pi_old || pi_new] for early stopping, see SB3 issue #417 and
-                # http://joschu.net/blog/kl-approx.html
-                with th.no_grad():
-                    log_ratio = log_prob - rollout_data.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
-                    approx_kl_divs.append(approx_kl_div)
+                # http://joschu.net/blog/kl-approx.html. Only the last epoch's values are logged (as SB3 does), so
+                # without early stopping the other epochs skip it.
+                if self.target_kl is not None or epoch == self.n_epochs - 1:
+                    with th.no_grad():
+                        log_ratio = log_prob - rollout_data.old_log_prob
+                        approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
+                        approx_kl_divs.append(approx_kl_div)
 
                 if self.target_kl is not None and approx_kl_div.item() > 1.5 * self.target_kl:
                     continue_training = False
