@@ -30,6 +30,8 @@ PAPER_NORMALIZED = {
     "fixed-3": 0.72,
     "fixed-10": 0.69,
 }
+# Fewer complete envs than this rank the settings by the noise of single tasks: no rank correlation is printed
+MIN_ENVS_FOR_RANKING = 3
 # rl-zoo's published PPO results (mean evaluation return)
 ZOO_PUBLISHED_PPO = {
     "CartPole-v1": 500.0,
@@ -112,23 +114,42 @@ def rank_correlation(first: list[float], second: list[float]) -> float:
     return float(np.corrcoef(first_ranks, second_ranks)[0, 1])
 
 
-def within_noise(values: list[float], reference: list[float] | float) -> tuple[float, bool]:
+# Two-sided 95% quantiles of Student's t distribution for 1..30 degrees of freedom (beyond: the normal's 1.96)
+T_QUANTILES_95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_quantile_95(degrees_of_freedom: float) -> float:
+    """:return: The two-sided 95% quantile of Student's t, for the largest whole degrees of freedom not above it"""
+    whole = max(math.floor(degrees_of_freedom), 1)
+    return T_QUANTILES_95[whole - 1] if whole <= len(T_QUANTILES_95) else 1.96
+
+
+def within_noise(values: list[float], reference: list[float] | float) -> tuple[float, bool | None]:
     """
-    Whether a difference of means is within seed noise, by the rule ``|difference| <= 2 x standard error``
-    (Welch's standard error for two groups of seeds; ``s / sqrt(n)`` against a published figure).
+    Whether a difference of means is within seed noise: Welch's t-test at the 95% level against the other
+    algorithm's seeds, or a one-sample t-test against a published figure.
 
     :param values: Scores per seed
     :param reference: Scores per seed of the algorithm to compare with, or a single published figure
-    :return: (difference of the means, whether it is within the noise)
+    :return: (difference of the means, whether it is within the noise; None with a single seed: no estimate of it)
     """
-    variance = float(np.var(values, ddof=1)) / len(values) if len(values) > 1 else math.inf
-    if isinstance(reference, list):
-        variance += float(np.var(reference, ddof=1)) / len(reference) if len(reference) > 1 else math.inf
-        reference_mean = float(np.mean(reference))
-    else:
-        reference_mean = reference
-    difference = float(np.mean(values)) - reference_mean
-    return difference, abs(difference) <= 2 * math.sqrt(variance)
+    difference = float(np.mean(values)) - float(np.mean(reference))
+    groups = [values, reference] if isinstance(reference, list) else [values]
+    if any(len(group) < 2 for group in groups):
+        return difference, None
+    squared_errors = [float(np.var(group, ddof=1)) / len(group) for group in groups]
+    standard_error = math.sqrt(sum(squared_errors))
+    if standard_error == 0.0:
+        return difference, difference == 0.0
+    # Welch-Satterthwaite degrees of freedom (n - 1 for one group)
+    degrees_of_freedom = sum(squared_errors) ** 2 / sum(
+        error**2 / (len(group) - 1) for error, group in zip(squared_errors, groups, strict=True)
+    )
+    return difference, abs(difference) <= t_quantile_95(degrees_of_freedom) * standard_error
 
 
 def _mean_std(values: list[float]) -> str:
@@ -266,11 +287,20 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
         count = normalized[setting][1] if setting in normalized else 0
         lines.append(f"| {setting} | {ours} | {count} | {PAPER_NORMALIZED[setting]:.2f} |")
     compared = [setting for setting in PAPER_SETTINGS if setting in normalized]
-    if len(compared) > 2:
-        correlation = rank_correlation([normalized[s][0] for s in compared], [PAPER_NORMALIZED[s] for s in compared])
+    if len(complete) >= MIN_ENVS_FOR_RANKING and len(compared) > 2:
+        our_scores = [normalized[setting][0] for setting in compared]
+        correlation = rank_correlation(our_scores, [PAPER_NORMALIZED[setting] for setting in compared])
+        rounded = [round(score, 2) for score in our_scores]
+        ties = sum(rounded.count(score) > 1 for score in rounded)
         lines.append(
-            f"\nRank agreement with the paper over these {len(compared)} settings: Spearman's rho = {correlation:.2f} "
-            "(1: same order, 0: unrelated; ties share their rank)."
+            f"\nRank agreement with the paper over these {len(compared)} settings and {len(complete)} envs: Spearman's "
+            f"rho = {correlation:.2f} (1: same order, 0: unrelated; {ties} settings share their score with another at "
+            "2 decimals)."
+        )
+    else:
+        lines.append(
+            f"\nNo rank agreement with the paper computed: it needs at least {MIN_ENVS_FOR_RANKING} envs with every "
+            f"setting ({len(complete)} so far); a single env, and a saturated one most of all, ranks settings by noise."
         )
     beta_bounds = [int(row["beta_at_bounds"]) for row in rows if row.get("beta_at_bounds") not in ("", None)]
     lines.append(
@@ -288,8 +318,9 @@ def noise_table(rows: list[dict[str, Any]], algos: list[str]) -> str:
     """:return: Per env and algorithm, the evaluation return's difference to SB3 PPO and to rl-zoo's figure"""
     grouped = scores_by(rows, "eval_return")
     lines = [
-        "Differences of the evaluation return, and whether each is within seed noise (|difference| <= 2 standard "
-        "errors; with 3 seeds this only flags large gaps):\n",
+        "Differences of the evaluation return, and whether each is within seed noise (Welch's t-test at the 95% "
+        "level, a one-sample t-test against rl-zoo's figure; with 3 seeds only large gaps are beyond noise, and 1 in "
+        "20 equal pairs is flagged by chance):\n",
         "| env | algorithm | vs SB3 PPO | vs rl-zoo's PPO figure |",
         "|---|---|---|---|",
     ]
@@ -304,7 +335,8 @@ def noise_table(rows: list[dict[str, Any]], algos: list[str]) -> str:
                     cells.append("n/a")
                     continue
                 difference, noise = within_noise(values, reference)
-                cells.append(f"{difference:+.1f} ({'within noise' if noise else 'beyond noise'})")
+                verdict = "n/a: 1 seed" if noise is None else "within noise" if noise else "beyond noise"
+                cells.append(f"{difference:+.1f} ({verdict})")
             lines.append(f"| {env} | {algo} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -349,6 +381,10 @@ def write_report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
         if suite == "tiny" and not rows:
             continue
         sections += [f"## {title}\n", make_section(rows, results / suite, image_folder)]
+        # What the numbers mean, written by a person from the results of this commit (results/<suite>/discussion.md)
+        discussion = results / suite / "discussion.md"
+        if rows and discussion.exists():
+            sections.append(discussion.read_text())
     # The narrative (results/speed.md), then the tables that benchmarks/speed.py --output wrote (results/speed/)
     speed = results / "speed.md"
     if speed.exists():

@@ -6,7 +6,15 @@ import math
 import pytest
 
 from benchmarks.harness import PAPER_ENVS, PAPER_SETTINGS, finished_run_ids, paper_suite, run_suite, tiny_suite, zoo_suite
-from benchmarks.report import complete_envs, normalized_scores, rank_correlation, read_rows, within_noise, write_report
+from benchmarks.report import (
+    complete_envs,
+    normalized_scores,
+    rank_correlation,
+    read_rows,
+    t_quantile_95,
+    within_noise,
+    write_report,
+)
 
 
 def test_paper_suite_is_the_full_sweep():
@@ -100,12 +108,16 @@ def test_rank_correlation():
     assert math.isnan(rank_correlation([1.0, 1.0], [1.0, 2.0]))
 
 
-def test_within_noise_is_two_standard_errors():
-    # Two groups: means 10 and 13, sample variances 1 and 4, standard error sqrt(1/3 + 4/3) = 1.29
+def test_within_noise_is_a_95_percent_t_test():
+    # Welch: means 10 and 13, sample variances 1 and 4, standard error sqrt(1/3 + 4/3) = 1.29, 2.94 degrees of
+    # freedom (t quantile 4.303 for 2): beyond noise only past 5.56
     difference, noise = within_noise([9.0, 10.0, 11.0], [11.0, 13.0, 15.0])
-    assert difference == pytest.approx(-3.0) and not noise  # 3 > 2 x 1.29
-    assert within_noise([9.0, 10.0, 11.0], [10.0, 12.0, 14.0]) == (pytest.approx(-2.0), True)
-    # Against a published figure: standard error 1 / sqrt(3)
-    assert within_noise([9.0, 10.0, 11.0], 11.0)[1] and not within_noise([9.0, 10.0, 11.0], 11.2)[1]
-    # One seed says nothing about the noise
-    assert within_noise([9.0], 100.0) == (pytest.approx(-91.0), True)
+    assert difference == pytest.approx(-3.0) and noise
+    assert within_noise([9.0, 10.0, 11.0], [16.0, 18.0, 20.0]) == (pytest.approx(-8.0), False)
+    # Against a published figure: standard error 1 / sqrt(3), 2 degrees of freedom: limit 4.303 x 0.577 = 2.48
+    assert within_noise([9.0, 10.0, 11.0], 12.4)[1] and not within_noise([9.0, 10.0, 11.0], 12.6)[1]
+    # One seed says nothing about the noise; no variance at all: any difference is real
+    assert within_noise([9.0], 100.0) == (pytest.approx(-91.0), None)
+    assert within_noise([500.0, 500.0], [500.0, 500.0]) == (0.0, True)
+    assert within_noise([500.0, 500.0], [499.0, 499.0]) == (1.0, False)
+    assert t_quantile_95(2.94) == 4.303 and t_quantile_95(0.5) == 12.706 and t_quantile_95(100) == 1.96
