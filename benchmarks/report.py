@@ -224,6 +224,32 @@ def plot_learning_curves(
     return written
 
 
+# Envs whose beta traces are plotted first (in this order), when they have adaptive runs
+BETA_PLOT_ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5")
+
+
+def _beta_traces(suite_folder: Path, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Path]]:
+    """:return: The adaptive-beta runs with their beta/KL trace file (``timesteps,beta,kl`` per update)"""
+    adaptive = sorted((row for row in rows if row["setting"].startswith("adaptive")), key=lambda row: row["seed"])
+    traces = [(row, suite_folder / "beta" / f"{row['run_id'].replace('|', '_')}.csv") for row in adaptive]
+    return [(row, path) for row, path in traces if path.exists()]
+
+
+def kl_within_tolerance(suite_folder: Path, rows: list[dict[str, Any]], kl_tolerance: float = 1.5) -> dict[str, float]:
+    """
+    :return: Per adaptive setting, the share of updates whose measured KL fell within
+        ``[kl_target / kl_tolerance, kl_target * kl_tolerance]`` (the band where beta is kept)
+    """
+    inside: dict[str, list[bool]] = defaultdict(list)
+    for row, path in _beta_traces(suite_folder, rows):
+        data = np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=1))
+        if data.size == 0:
+            continue
+        target = float(row["setting"].split("-")[1])
+        inside[row["setting"]] += list((data[:, 2] >= target / kl_tolerance) & (data[:, 2] <= target * kl_tolerance))
+    return {setting: float(np.mean(values)) for setting, values in sorted(inside.items())}
+
+
 def plot_beta(
     suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path, prefix: str, max_runs: int = 4
 ) -> Path | None:
@@ -233,9 +259,10 @@ def plot_beta(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    adaptive = [row for row in rows if row["setting"].startswith("adaptive")][:max_runs]
-    traces = [(row, suite_folder / "beta" / f"{row['run_id'].replace('|', '_')}.csv") for row in adaptive]
-    traces = [(row, path) for row, path in traces if path.exists()]
+    traces = [(row, path) for row, path in _beta_traces(suite_folder, rows) if row["seed"] == rows[0]["seed"]]
+    # Seed 0 of each kl_target on one env, preferring the paper's harder tasks to those that saturate
+    envs = sorted({row["env_id"] for row, _ in traces}, key=lambda env: (env not in BETA_PLOT_ENVS, env))
+    traces = [(row, path) for row, path in traces if envs and row["env_id"] == envs[0]][:max_runs]
     if not traces:
         return None
     figure, (beta_axes, kl_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -306,6 +333,13 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     lines.append(
         f"\nUpdates that ended with beta at a bound (1e-4 or 1e4): {sum(beta_bounds)} over {len(beta_bounds)} PPOPenalty runs."
     )
+    within = kl_within_tolerance(suite_folder, rows)
+    if within:
+        shares = ", ".join(f"{setting} {share:.0%}" for setting, share in within.items())
+        lines.append(
+            "\nShare of updates whose measured KL fell within [kl_target / 1.5, 1.5 kl_target], where beta is kept "
+            f"(all envs and seeds): {shares}. Outside it, beta is halved or doubled."
+        )
     images = plot_learning_curves(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder, suite_folder.name)
     beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
     lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]

@@ -8,6 +8,7 @@ import pytest
 from benchmarks.harness import PAPER_ENVS, PAPER_SETTINGS, finished_run_ids, paper_suite, run_suite, tiny_suite, zoo_suite
 from benchmarks.report import (
     complete_envs,
+    kl_within_tolerance,
     normalized_scores,
     rank_correlation,
     read_rows,
@@ -121,3 +122,13 @@ def test_within_noise_is_a_95_percent_t_test():
     assert within_noise([500.0, 500.0], [500.0, 500.0]) == (0.0, True)
     assert within_noise([500.0, 500.0], [499.0, 499.0]) == (1.0, False)
     assert t_quantile_95(2.94) == 4.303 and t_quantile_95(0.5) == 12.706 and t_quantile_95(100) == 1.96
+
+
+def test_share_of_updates_within_the_kl_band(tmp_path):
+    (tmp_path / "beta").mkdir()
+    trace = "timesteps,beta,kl\n2048,1.0,0.01\n4096,1.0,0.0149\n6144,0.5,0.02\n8192,1.0,0.006\n"
+    (tmp_path / "beta" / "adaptive-0.01_A_seed0_8192.csv").write_text(trace)
+    rows = [{"setting": "adaptive-0.01", "run_id": "adaptive-0.01|A|seed0|8192", "seed": 0, "env_id": "A"}]
+    rows.append({"setting": "clip-0.2", "run_id": "clip-0.2|A|seed0|8192", "seed": 0, "env_id": "A"})
+    # 0.01 and 0.0149 are inside [0.00667, 0.015]; 0.02 and 0.006 outside
+    assert kl_within_tolerance(tmp_path, rows) == {"adaptive-0.01": 0.5}
