@@ -77,6 +77,33 @@ def test_non_finite_loss_is_not_applied(algo):
         assert all(th.equal(value, optimizer_state[index][name]) for name, value in state.items())
 
 
+def _optimizer_state(model) -> dict:
+    return {k: {n: t.clone() for n, t in s.items()} for k, s in model.policy.optimizer.state_dict()["state"].items()}
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_a_non_finite_step_late_in_an_update_undoes_the_whole_update(algo):
+    model = algo("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=3, seed=0, device="cpu")
+    model.learn(32)
+    before, optimizer_before = _parameters(model), _optimizer_state(model)
+    original_value_loss = model._value_loss
+    calls = []
+
+    def value_loss_overflowing_at_step_4(*args):
+        calls.append(None)
+        loss = original_value_loss(*args)
+        return loss * float("inf") if len(calls) == 4 else loss
+
+    model._value_loss = value_loss_overflowing_at_step_4
+    with pytest.raises(NonFiniteError, match=r"value_loss=inf.* gradient step 4 of the update; the update was undone"):
+        model.learn(32, reset_num_timesteps=False)
+    # Two steps per epoch: the guard stopped after the epoch of step 4, and three finite steps were undone with it
+    assert len(calls) == 4
+    _assert_unchanged(before, model)
+    for index, state in model.policy.optimizer.state_dict()["state"].items():
+        assert all(th.equal(value, optimizer_before[index][name]) for name, value in state.items())
+
+
 def test_non_finite_kl_is_reported():
     model = PPOPenalty("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(32)

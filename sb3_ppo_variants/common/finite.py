@@ -65,16 +65,18 @@ class NonFiniteRolloutGuard(BaseCallback):
         return True
 
 
-def check_finite_update(terms: dict[str, float]) -> None:
+def check_finite_update(terms: dict[str, float], step: int | None = None) -> None:
     """
-    Raise :class:`NonFiniteError` naming every non-finite term of an update, before the optimizer step.
+    Raise :class:`NonFiniteError` naming every non-finite term of a gradient step.
 
-    :param terms: Scalar values of the update, e.g. the loss terms and the gradient norm
+    :param terms: Scalar values of the step, e.g. the loss terms and the gradient norm
+    :param step: The step's number within its update, for the message
     """
     bad = [name for name, value in terms.items() if not math.isfinite(value)]
     if bad:
         values = ", ".join(f"{name}={terms[name]}" for name in bad)
+        where = "a gradient step" if step is None else f"gradient step {step} of the update"
         raise NonFiniteError(
-            f"Non-finite {values} in a gradient step; the step was not applied and the parameters are unchanged. "
-            "Common causes: a learning rate or coefficient too large, or unnormalized rewards/observations."
+            f"Non-finite {values} in {where}; the update was undone and the parameters are unchanged (as before the "
+            "update). Common causes: a learning rate or coefficient too large, or unnormalized rewards/observations."
         )

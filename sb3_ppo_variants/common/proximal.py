@@ -11,6 +11,7 @@ With the clipped objective, every float operation and every draw from the random
 one of SB3's ``PPO.train()``, so on CPU a seeded run ends with exactly SB3's parameters.
 """
 
+import copy
 import inspect
 import math
 import warnings
@@ -429,7 +430,11 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         clip_range_vf = self._current_value("clip_range_vf", self.clip_range_vf)
 
         # Per-minibatch statistics stay tensors until the end of the update: no host sync per value on a GPU
-        # (their float values, and hence the logs, are SB3's)
+        # (their float values, and hence the logs, are SB3's). The non-finite guard reads them once per epoch and, if
+        # a step went non-finite, restores this snapshot: no host sync in the minibatch loop either.
+        snapshot = self._training_state()
+        update_terms: list[th.Tensor] = []
+        checked_steps = 0
         entropy_losses: list[th.Tensor] = []
         pg_losses: list[th.Tensor] = []
         value_losses: list[th.Tensor] = []
@@ -489,12 +494,11 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
-                # The one host sync of a gradient step: a non-finite step must not reach the parameters
-                update_terms = th.stack([pg_losses[-1], value_losses[-1], entropy_losses[-1], grad_norm.detach()])
-                if not th.isfinite(update_terms).all().item():
-                    check_finite_update(dict(zip(_UPDATE_TERMS, update_terms.tolist(), strict=True)))
+                update_terms.append(th.stack([pg_losses[-1], value_losses[-1], entropy_losses[-1], grad_norm.detach()]))
                 self.policy.optimizer.step()
 
+            self._check_finite_steps(update_terms[checked_steps:], snapshot, first_step=checked_steps)
+            checked_steps = len(update_terms)
             self._n_updates += 1
             if not continue_training:
                 break
@@ -518,6 +522,33 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _training_state(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+        """:return: Copies of the policy's and the optimizer's state, to restore if an update goes non-finite"""
+        policy_state = {name: tensor.detach().clone() for name, tensor in self.policy.state_dict().items()}
+        return policy_state, copy.deepcopy(self.policy.optimizer.state_dict())
+
+    def _check_finite_steps(
+        self, update_terms: list[th.Tensor], snapshot: tuple[dict[str, th.Tensor], dict[str, Any]], first_step: int = 0
+    ) -> None:
+        """
+        Undo the update and raise :class:`NonFiniteError` if a loss term or gradient norm of a step was not finite.
+
+        :param update_terms: Per gradient step to check, the stacked ``_UPDATE_TERMS``
+        :param snapshot: The training state before the update, from :meth:`_training_state`
+        :param first_step: How many steps of the update came before these (for the message)
+        """
+        if not update_terms:
+            return
+        terms = th.stack(update_terms)
+        if th.isfinite(terms).all().item():
+            return
+        policy_state, optimizer_state = snapshot
+        self.policy.load_state_dict(policy_state)
+        self.policy.optimizer.load_state_dict(optimizer_state)
+        first_bad = int(th.nonzero(~th.isfinite(terms).all(dim=1))[0, 0])
+        bad_terms = dict(zip(_UPDATE_TERMS, terms[first_bad].tolist(), strict=True))
+        check_finite_update(bad_terms, step=first_step + first_bad + 1)
 
     def _value_loss(self, values: th.Tensor, rollout_data: RolloutSamples, clip_range_vf: float | None) -> th.Tensor:
         """
