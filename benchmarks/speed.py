@@ -174,7 +174,7 @@ def _print_profile(args: argparse.Namespace, task: SpeedTask, names: list[str]) 
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--task", choices=TASKS, default="cartpole")
     parser.add_argument("--timesteps", type=int, help="Budget of one learn() (default: the task's)")
@@ -185,7 +185,8 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--profile", action="store_true", help="Profile one run of each algorithm instead")
     parser.add_argument("--output", type=Path, help="Also write the table (Markdown) to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     th.set_num_threads(args.threads)
     task = make_task(args.task)
     args.timesteps = args.timesteps or task.timesteps
@@ -228,7 +229,7 @@ def _ratio_table(
     env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
     lines = [
         f"### {args.task}: {env_name}, {task.description}\n",
-        f"Command: `python -m benchmarks.speed {' '.join(sys.argv[1:])}`. {args.timesteps} steps per run, seed {args.seed}, "
+        f"Command: `python -m benchmarks.speed {' '.join(args.argv)}`. {args.timesteps} steps per run, seed {args.seed}, "
         f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} repeats in rotating order, "
         f"torch {th.__version__}, {date.today().isoformat()}.\n",
         # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine

@@ -16,6 +16,7 @@ from benchmarks.report import (
     within_noise,
     write_report,
 )
+from benchmarks.speed import main as speed_main
 
 
 def test_paper_suite_is_the_full_sweep():
@@ -132,3 +133,16 @@ def test_share_of_updates_within_the_kl_band(tmp_path):
     rows.append({"setting": "clip-0.2", "run_id": "clip-0.2|A|seed0|8192", "seed": 0, "env_id": "A"})
     # 0.01 and 0.0149 are inside [0.00667, 0.015]; 0.02 and 0.006 outside
     assert kl_within_tolerance(tmp_path, rows) == {"adaptive-0.01": 0.5}
+
+
+def test_speed_comparison_table_and_profile(tmp_path, capsys):
+    output = tmp_path / "speed" / "cartpole.md"
+    speed_main(["--task", "cartpole", "--timesteps", "256", "--repeats", "2", "--algos", "PPOClip", "--output", str(output)])
+    table = output.read_text()
+    assert table.startswith("### cartpole: CartPole-v1") and "--timesteps 256" in table
+    rows = [line for line in table.splitlines() if line.startswith(("| SB3 PPO", "| PPOClip"))]
+    assert len(rows) == 2 and rows[0].startswith("| SB3 PPO |") and "| 1.000 |" in rows[0]
+    assert "equal SB3 PPO's (torch.equal) in 2/2 repeats" in table
+    speed_main(["--task", "cnn", "--timesteps", "256", "--profile", "--algos", "PPOPenalty"])
+    profile = capsys.readouterr().out
+    assert "| learn (total) | " in profile and "|   backward | " in profile and "| SB3 PPO | PPOPenalty |" in profile
