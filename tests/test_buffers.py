@@ -92,13 +92,3 @@ def test_flat_observations_are_in_minibatch_index_order():
     batch = next(buffer.get(batch_size=N_STEPS * N_ENVS))
     np.random.seed(0)
     assert th.equal(batch.observations, flat[np.random.permutation(N_STEPS * N_ENVS)])
-
-
-def test_recorded_distribution_params_shape_is_checked_and_needs_every_step():
-    buffer = ProximalRolloutBuffer(N_STEPS, BOX, ACTIONS, device="cpu", n_envs=N_ENVS)
-    with pytest.raises(ValueError, match=r"shape \(3, n_params\)"):
-        buffer.record_distribution_params(th.zeros(N_ENVS + 1, 2))
-    buffer.record_distribution_params(th.ones(N_ENVS, 2))
-    assert buffer.collected_distribution_params() is None  # 1 of 8 steps recorded
-    buffer.reset()
-    assert buffer._collected_steps == 0

@@ -4,9 +4,8 @@ import copy
 
 import pytest
 import torch as th
-from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from torch.distributions import Independent, kl_divergence
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
@@ -165,47 +164,3 @@ def test_target_kl_early_stop_still_updates_beta():
     n_rollouts = 256 // SMALL["n_steps"]
     assert model._n_updates < n_rollouts * SMALL["n_epochs"]
     assert len(model.records) == n_rollouts
-
-
-@pytest.mark.parametrize(
-    "env_id, policy, keywords",
-    [
-        ("CartPole-v1", "MlpPolicy", {}),
-        ("Pendulum-v1", "MlpPolicy", {"use_sde": True, "sde_sample_freq": 4}),
-        (IdentityEnvMultiDiscrete, "MlpPolicy", {}),
-        (SimpleMultiObsEnv, "MultiInputPolicy", {}),
-    ],
-)
-def test_old_distribution_is_the_one_recorded_while_collecting(env_id, policy, keywords):
-    # An evaluation inside the rollout re-parameterizes the policy's distribution: the recording must not see it
-    evaluation = EvalCallback(make_vec_env(env_id, n_envs=1, seed=5), eval_freq=7, n_eval_episodes=1, verbose=0)
-    model = PPOPenalty(policy, make_vec_env(env_id, n_envs=3, seed=0), seed=0, **{**SMALL, **keywords})
-    full_passes, recomputed = [], []
-    over_rollout, before_update = model._over_rollout, model._before_policy_update
-
-    def counted_over_rollout(old_params):
-        full_passes.append(old_params is None)
-        return over_rollout(old_params)
-
-    def checked_before_update():
-        recomputed.append(over_rollout(None))  # the policy is still the collecting one here
-        before_update()
-        assert th.allclose(model.rollout_buffer.old_distribution_params, recomputed[-1], rtol=1e-5, atol=1e-6)
-
-    model._over_rollout, model._before_policy_update = counted_over_rollout, checked_before_update
-    model.learn(2 * 3 * SMALL["n_steps"], callback=evaluation)
-    assert len(recomputed) == 2 and evaluation.n_calls > 7
-    assert not any(full_passes)  # only the passes for the mean KL after each update
-
-
-def test_old_distribution_is_computed_when_the_rollout_was_not_recorded():
-    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
-    model.learn(SMALL["n_steps"])
-    # A rollout collected by hand, with a callback of the user's only: nothing recorded it
-    callback = CallbackList([])
-    callback.init_callback(model)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, SMALL["n_steps"])
-    assert model.rollout_buffer.collected_distribution_params() is None
-    reference = model._over_rollout(None)
-    model.train()
-    assert th.equal(model.rollout_buffer.old_distribution_params, reference)

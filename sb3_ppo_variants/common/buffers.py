@@ -9,8 +9,7 @@ permutation per ``get()`` call, so the same RNG consumption), with two differenc
   gather per tensor per epoch instead of one per minibatch). This holds one more copy of the rollout in memory
   during an update;
 - ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`) can be set
-  before the epochs and is returned with every minibatch. It can be recorded step by step while collecting
-  (``record_distribution_params`` before each ``add``), which spares a pass of the policy over the rollout.
+  before the epochs and is returned with every minibatch.
 """
 
 from collections.abc import Generator
@@ -105,38 +104,7 @@ class _OldDistributionMixin:
 
     buffer_size: int
     n_envs: int
-    pos: int
-    device: th.device
     old_distribution_params: th.Tensor | None
-    _collected_params: th.Tensor | None
-    _collected_steps: int
-
-    def _reset_distribution_params(self) -> None:
-        self.old_distribution_params = None
-        self._collected_params = None
-        self._collected_steps = 0
-
-    def record_distribution_params(self, params: th.Tensor) -> None:
-        """
-        Keep the parameters of the distribution that chose the actions about to be added (call it before ``add``).
-
-        :param params: Flat distribution parameters of the current step, shape ``(n_envs, n_params)``
-        """
-        if params.ndim != 2 or params.shape[0] != self.n_envs:
-            raise ValueError(f"Expected distribution parameters of shape ({self.n_envs}, n_params), got {tuple(params.shape)}")
-        if self._collected_params is None:
-            self._collected_params = th.empty((self.buffer_size, *params.shape), dtype=params.dtype, device=self.device)
-        self._collected_params[self.pos] = params
-        self._collected_steps += 1
-
-    def collected_distribution_params(self) -> th.Tensor | None:
-        """
-        :return: The parameters recorded at every step of the (full) rollout, one row per transition in the order of
-            ``flat_observations()``, or None if some step was not recorded
-        """
-        if self._collected_params is None or self._collected_steps != self.buffer_size:
-            return None
-        return self._collected_params.transpose(0, 1).reshape(self.buffer_size * self.n_envs, -1)
 
     def set_old_distribution_params(self, params: th.Tensor) -> None:
         """
@@ -171,7 +139,7 @@ class ProximalRolloutBuffer(_OldDistributionMixin, RolloutBuffer):
 
     def reset(self) -> None:
         super().reset()
-        self._reset_distribution_params()
+        self.old_distribution_params = None
         self._tensors: dict[str, th.Tensor] | None = None
 
     def _prepare_tensors(self) -> dict[str, th.Tensor]:
@@ -226,7 +194,7 @@ class ProximalDictRolloutBuffer(_OldDistributionMixin, DictRolloutBuffer):
 
     def reset(self) -> None:
         super().reset()
-        self._reset_distribution_params()
+        self.old_distribution_params = None
         self._tensors: dict[str, th.Tensor] | None = None
         self._observation_tensors: dict[str, th.Tensor] | None = None
 

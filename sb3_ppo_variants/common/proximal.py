@@ -365,13 +365,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             if not chosen and not tensor_hyperparameters:
                 group["foreach"] = True
 
-    def _internal_callbacks(self) -> list[BaseCallback]:
-        """:return: Callbacks of the algorithm itself, run at every step before the user's"""
-        # The guard comes first, so that no user callback sees a non-finite observation either
-        return [NonFiniteRolloutGuard()]
-
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        callbacks = self._internal_callbacks()
+        # The guard comes first, so that no user callback sees a non-finite observation either
+        callbacks: list[BaseCallback] = [NonFiniteRolloutGuard()]
         if isinstance(callback, list):
             callbacks.extend(callback)
         elif isinstance(callback, BaseCallback):

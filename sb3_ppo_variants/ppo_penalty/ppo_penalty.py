@@ -3,7 +3,6 @@ from typing import Any, ClassVar, TypeVar
 
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
@@ -25,20 +24,6 @@ def _chunk_observations(observations: th.Tensor | TensorDict, start: int, stop: 
     if isinstance(observations, dict):
         return {key: obs[start:stop] for key, obs in observations.items()}
     return observations[start:stop]
-
-
-class _CollectingDistributionRecorder(BaseCallback):
-    """
-    Records, at every collection step, the parameters of the action distribution that has just chosen the actions:
-    the old distribution of the KL penalty, without a second pass of the policy over the rollout. It runs before
-    the user's callbacks, which may use the policy (an evaluation would re-parameterize its distribution).
-    """
-
-    def _on_step(self) -> bool:
-        buffer, policy = self.locals.get("rollout_buffer"), self.model.policy
-        if isinstance(buffer, _OldDistributionMixin) and isinstance(policy, ActorCriticPolicy):
-            buffer.record_distribution_params(distribution_params(policy.action_dist))
-        return True
 
 
 class PPOPenalty(ProximalPolicyAlgorithm):
@@ -197,15 +182,9 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     def _before_policy_update(self) -> None:
         if not self.rollout_buffer.full:
             raise RuntimeError("train() needs a full rollout buffer: collect a rollout first (learn() does)")
-        # Once per rollout: the policy that collected it (recorded during the collection by learn(), else computed
-        # now). A second train() on the same rollout keeps that reference.
+        # Once per rollout: the policy that collected it. A second train() on the same rollout keeps that reference.
         if self.rollout_buffer.old_distribution_params is None:
-            collected = self.rollout_buffer.collected_distribution_params()
-            old_params = collected if collected is not None else self._over_rollout(old_params=None)
-            self.rollout_buffer.set_old_distribution_params(old_params)
-
-    def _internal_callbacks(self) -> list[BaseCallback]:
-        return [*super()._internal_callbacks(), _CollectingDistributionRecorder()]
+            self.rollout_buffer.set_old_distribution_params(self._over_rollout(old_params=None))
 
     def _policy_loss(
         self,
