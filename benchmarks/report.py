@@ -235,6 +235,17 @@ def _beta_traces(suite_folder: Path, rows: list[dict[str, Any]]) -> list[tuple[d
     return [(row, path) for row, path in traces if path.exists()]
 
 
+def _read_trace(path: Path) -> np.ndarray | None:
+    """:return: A beta/KL trace as rows of (timesteps, beta, kl), or None if it holds no update"""
+    data = np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=1))
+    return data if data.size > 0 and data.shape[1] == 3 else None
+
+
+def _kl_target(row: dict[str, Any]) -> float:
+    """:return: The kl_target of an adaptive setting (``adaptive-<kl_target>``)"""
+    return float(row["setting"].split("-")[1])
+
+
 def kl_within_tolerance(suite_folder: Path, rows: list[dict[str, Any]], kl_tolerance: float = 1.5) -> dict[str, float]:
     """
     :return: Per adaptive setting, the share of updates whose measured KL fell within
@@ -242,10 +253,10 @@ def kl_within_tolerance(suite_folder: Path, rows: list[dict[str, Any]], kl_toler
     """
     inside: dict[str, list[bool]] = defaultdict(list)
     for row, path in _beta_traces(suite_folder, rows):
-        data = np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=1))
-        if data.size == 0:
+        data = _read_trace(path)
+        if data is None:
             continue
-        target = float(row["setting"].split("-")[1])
+        target = _kl_target(row)
         inside[row["setting"]] += list((data[:, 2] >= target / kl_tolerance) & (data[:, 2] <= target * kl_tolerance))
     return {setting: float(np.mean(values)) for setting, values in sorted(inside.items())}
 
@@ -267,13 +278,13 @@ def plot_beta(
         return None
     figure, (beta_axes, kl_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for row, path in traces:
-        data = np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=1))
-        if data.shape[1] != 3 or len(data) == 0:
+        data = _read_trace(path)
+        if data is None:
             continue
         label = f"{row['setting']} {row['env_id']} seed {row['seed']}"
         beta_axes.semilogy(data[:, 0], data[:, 1], label=label)
         line = kl_axes.semilogy(data[:, 0], np.maximum(data[:, 2], 1e-8), label=label)[0]
-        kl_axes.axhline(float(row["setting"].split("-")[1]), color=line.get_color(), linestyle="--", linewidth=0.8)
+        kl_axes.axhline(_kl_target(row), color=line.get_color(), linestyle="--", linewidth=0.8)
     beta_axes.set_ylabel("beta")
     kl_axes.set_ylabel("mean KL per update (dashed: kl_target)")
     kl_axes.set_xlabel("timesteps")

@@ -65,7 +65,7 @@ class NonFiniteRolloutGuard(BaseCallback):
         return True
 
 
-def check_finite_update(terms: dict[str, float], step: int | None = None) -> None:
+def check_finite_update(terms: dict[str, float], step: int) -> None:
     """
     Raise :class:`NonFiniteError` naming every non-finite term of a gradient step.
 
@@ -75,8 +75,8 @@ def check_finite_update(terms: dict[str, float], step: int | None = None) -> Non
     bad = [name for name, value in terms.items() if not math.isfinite(value)]
     if bad:
         values = ", ".join(f"{name}={terms[name]}" for name in bad)
-        where = "a gradient step" if step is None else f"gradient step {step} of the update"
         raise NonFiniteError(
-            f"Non-finite {values} in {where}; the update was undone and the parameters are unchanged (as before the "
-            "update). Common causes: a learning rate or coefficient too large, or unnormalized rewards/observations."
+            f"Non-finite {values} in gradient step {step} of the update; the update was undone and the parameters are "
+            "unchanged (as before the update). Common causes: a learning rate or coefficient too large, or unnormalized "
+            "rewards/observations."
         )

@@ -81,7 +81,7 @@ def _save_plots(study: optuna.Study, report_folder: str) -> list[str]:
     return written
 
 
-def _write_atomically(path: str, write: Any) -> None:
+def _write_atomically(path: str, write: Callable[[str], object]) -> None:
     """Write through a temporary file and rename it, so that workers finishing together never leave a partial file."""
     temporary = f"{path}.{os.getpid()}.tmp"
     write(temporary)
