@@ -359,6 +359,61 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     return "\n".join(lines) + "\n"
 
 
+def budget_table(short_rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], settings: list[str]) -> str:
+    """:return: Per env of the long runs, each setting's final score at the short and at the long budget side by side"""
+    short, long = scores_by(short_rows), scores_by(long_rows)
+    short_budgets = sorted({row["timesteps"] for row in short_rows})
+    long_budgets = sorted({row["timesteps"] for row in long_rows})
+    names = (", ".join(f"{b:,}" for b in short_budgets) or "n/a", ", ".join(f"{b:,}" for b in long_budgets))
+    lines = [
+        f"| env | setting | final score at {names[0]} steps | at {names[1]} steps |",
+        "|---|---|---|---|",
+    ]
+    for env in sorted({env for _, env in long}):
+        for setting in settings:
+            if (setting, env) not in long:
+                continue
+            before = _mean_std(short[(setting, env)]) if (setting, env) in short else "n/a"
+            lines.append(f"| {env} | {setting} | {before} | {_mean_std(long[(setting, env)])} |")
+    return "\n".join(lines)
+
+
+def headline_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
+    """
+    :return: The Markdown of the headline suite (few settings at the paper's budget): scores, the same settings at
+        the sweep's shorter budget (``results/paper``), and their order against the paper's
+    """
+    if not rows:
+        return "No run of this suite yet.\n"
+    settings = [setting for setting in HEADLINE_SETTINGS if any(row["setting"] == setting for row in rows)]
+    envs = sorted({row["env_id"] for row in rows})
+    complete = complete_envs(rows, ["random", *settings])
+    normalized = normalized_scores([row for row in rows if row["env_id"] in complete])
+    sweep_rows = [row for row in read_rows(suite_folder.parent / "paper" / "runs.csv") if row["env_id"] in envs]
+    lines = [
+        f"Runs: {len(rows)} ({', '.join(f'{b:,}' for b in sorted({row['timesteps'] for row in rows}))} steps), "
+        f"settings {', '.join(settings)} and the random policy, on {', '.join(envs)}.\n",
+        "Final score (mean return of the last 100 training episodes):\n",
+        score_table(rows, ["random", *settings]),
+        "\nThe same settings at the sweep's budget (suite 1 above) and at this one:\n",
+        budget_table([row for row in sweep_rows if row["setting"] in settings], rows, settings),
+        f"\nNormalized among these {len(settings)} settings (random policy = 0, the best of them per env = 1; envs: "
+        f"{', '.join(complete) or 'none complete yet'}). The paper normalizes by the best of all 11 settings over 7 "
+        "tasks, so only the order of the two columns is comparable:\n",
+        "| setting | ours | runs averaged | paper (Table 1) |",
+        "|---|---|---|---|",
+    ]
+    for setting in settings:
+        ours, count = normalized.get(setting, (math.nan, 0))
+        lines.append(f"| {setting} | {'n/a' if count == 0 else f'{ours:.2f}'} | {count} | {PAPER_NORMALIZED[setting]:.2f} |")
+    images = plot_learning_curves(rows, suite_folder, settings, image_folder, suite_folder.name)
+    beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
+    lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
+    if beta_image is not None:
+        lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
+    return "\n".join(lines) + "\n"
+
+
 def noise_table(rows: list[dict[str, Any]], algos: list[str]) -> str:
     """:return: Per env and algorithm, the evaluation return's difference to SB3 PPO and to rl-zoo's figure"""
     grouped = scores_by(rows, "eval_return")
@@ -418,7 +473,7 @@ def write_report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
     ]
     for suite, title, make_section in (
         ("paper", "Suite 1: the PPO paper's comparison of objectives (MuJoCo, 200k steps)", paper_section),
-        ("paper-1m", "Suite 1 at the paper's budget: headline settings, 1M steps", paper_section),
+        ("paper-1m", "Suite 1 at the paper's budget: headline settings, 1M steps", headline_section),
         ("zoo", "Suite 2: side by side with SB3 PPO and sb3-contrib TRPO", zoo_section),
         ("tiny", "Tiny suite (harness self-test)", paper_section),
     ):

@@ -5,7 +5,17 @@ import math
 
 import pytest
 
-from benchmarks.harness import PAPER_ENVS, PAPER_SETTINGS, finished_run_ids, paper_suite, run_suite, tiny_suite, zoo_suite
+from benchmarks.harness import (
+    CSV_FIELDS,
+    PAPER_ENVS,
+    PAPER_SETTINGS,
+    append_row,
+    finished_run_ids,
+    paper_suite,
+    run_suite,
+    tiny_suite,
+    zoo_suite,
+)
 from benchmarks.report import (
     complete_envs,
     kl_within_tolerance,
@@ -123,6 +133,39 @@ def test_within_noise_is_a_95_percent_t_test():
     assert within_noise([500.0, 500.0], [500.0, 500.0]) == (0.0, True)
     assert within_noise([500.0, 500.0], [499.0, 499.0]) == (1.0, False)
     assert t_quantile_95(2.94) == 4.303 and t_quantile_95(0.5) == 12.706 and t_quantile_95(100) == 1.96
+
+
+def _append_scores(csv_path, timesteps, scores):
+    """Harness rows (one per seed) with the given final scores: ``{(setting, env): [score per seed]}``"""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    for (setting, env), values in scores.items():
+        for seed, value in enumerate(values):
+            row = dict.fromkeys(CSV_FIELDS, "")
+            row.update(setting=setting, env_id=env, seed=seed, timesteps=timesteps, final_score=value)
+            row.update(run_id=f"{setting}|{env}|seed{seed}|{timesteps}", eval_return=value, wall_time_s=1, steps_per_s=1)
+            append_row(csv_path, row)
+
+
+def test_headline_report_sets_the_long_budget_beside_the_sweep(tmp_path):
+    _append_scores(tmp_path / "paper" / "runs.csv", 200, {("clip-0.2", "A"): [40.0, 60.0], ("none", "A"): [5.0]})
+    _append_scores(
+        tmp_path / "paper-1m" / "runs.csv",
+        1000,
+        {
+            ("random", "A"): [0.0, 20.0],  # random = 10
+            ("clip-0.2", "A"): [100.0, 120.0],  # best = 110
+            ("none", "A"): [60.0],  # (60 - 10) / 100 = 0.5
+            ("random", "B"): [0.0],
+            ("clip-0.2", "B"): [50.0],  # B lacks "none": shown, not normalized
+        },
+    )
+    markdown = write_report(tmp_path, tmp_path / "docs").read_text()
+    headline = markdown.split("## Suite 1 at the paper's budget")[1].split("## Suite 2")[0]
+    assert "| A | clip-0.2 | 50.0 ± 10.0 (n=2) | 110.0 ± 10.0 (n=2) |" in headline
+    assert "| A | none | 5.0 ± 0.0 (n=1) | 60.0 ± 0.0 (n=1) |" in headline
+    assert "| B | clip-0.2 | n/a | 50.0 ± 0.0 (n=1) |" in headline
+    assert "| clip-0.2 | 1.00 | 2 | 0.82 |" in headline and "| none | 0.50 | 1 | -0.39 |" in headline
+    assert "envs: A)" in headline
 
 
 def test_share_of_updates_within_the_kl_band(tmp_path):
