@@ -297,11 +297,25 @@ def plot_beta(
     return path
 
 
+def _plot_lines(rows: list[dict[str, Any]], suite_folder: Path, settings: list[str], image_folder: Path) -> list[str]:
+    """:return: Markdown lines of a paper suite's plots (learning curves of ``settings``, and beta if it has traces)"""
+    images = plot_learning_curves(rows, suite_folder, settings, image_folder, suite_folder.name)
+    beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
+    lines = ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
+    if beta_image is not None:
+        lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
+    return lines
+
+
+def _budgets(rows: list[dict[str, Any]]) -> str:
+    """:return: The runs' budgets, e.g. ``200,000`` (``n/a`` without rows)"""
+    return ", ".join(f"{budget:,}" for budget in sorted({row["timesteps"] for row in rows})) or "n/a"
+
+
 def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
     """:return: The Markdown of a paper suite: scores, normalized scores next to the paper's, curves, beta"""
     if not rows:
         return "No run of this suite yet.\n"
-    budgets = sorted({row["timesteps"] for row in rows})
     settings = ["random", *PAPER_SETTINGS]
     envs = sorted({row["env_id"] for row in rows})
     # The best setting of an env scores 1 by definition: an env without all the suite's settings would be normalized
@@ -309,7 +323,7 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
     complete = complete_envs(rows, sorted({row["setting"] for row in rows}))
     normalized = normalized_scores([row for row in rows if row["env_id"] in complete])
     lines = [
-        f"Runs: {len(rows)} (budgets: {', '.join(f'{b:,}' for b in budgets)} steps), seeds per cell in parentheses. "
+        f"Runs: {len(rows)} (budgets: {_budgets(rows)} steps), seeds per cell in parentheses. "
         f"Envs covered so far: {', '.join(envs)} ({len(envs)} of the paper's {len(PAPER_ENVS)}); averages over fewer "
         "envs or settings than the paper's are not comparable with its numbers.\n",
         "Final score (mean return of the last 100 training episodes):\n",
@@ -351,22 +365,15 @@ def paper_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: 
             "\nShare of updates whose measured KL fell within [kl_target / 1.5, 1.5 kl_target], where beta is kept "
             f"(all envs and seeds): {shares}. Outside it, beta is halved or doubled."
         )
-    images = plot_learning_curves(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder, suite_folder.name)
-    beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
-    lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
-    if beta_image is not None:
-        lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
+    lines += _plot_lines(rows, suite_folder, [*HEADLINE_SETTINGS], image_folder)
     return "\n".join(lines) + "\n"
 
 
 def budget_table(short_rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], settings: list[str]) -> str:
     """:return: Per env of the long runs, each setting's final score at the short and at the long budget side by side"""
     short, long = scores_by(short_rows), scores_by(long_rows)
-    short_budgets = sorted({row["timesteps"] for row in short_rows})
-    long_budgets = sorted({row["timesteps"] for row in long_rows})
-    names = (", ".join(f"{b:,}" for b in short_budgets) or "n/a", ", ".join(f"{b:,}" for b in long_budgets))
     lines = [
-        f"| env | setting | final score at {names[0]} steps | at {names[1]} steps |",
+        f"| env | setting | final score at {_budgets(short_rows)} steps | at {_budgets(long_rows)} steps |",
         "|---|---|---|---|",
     ]
     for env in sorted({env for _, env in long}):
@@ -391,7 +398,7 @@ def headline_section(rows: list[dict[str, Any]], suite_folder: Path, image_folde
     normalized = normalized_scores([row for row in rows if row["env_id"] in complete])
     sweep_rows = [row for row in read_rows(suite_folder.parent / "paper" / "runs.csv") if row["env_id"] in envs]
     lines = [
-        f"Runs: {len(rows)} ({', '.join(f'{b:,}' for b in sorted({row['timesteps'] for row in rows}))} steps), "
+        f"Runs: {len(rows)} ({_budgets(rows)} steps), "
         f"settings {', '.join(settings)} and the random policy, on {', '.join(envs)}.\n",
         "Final score (mean return of the last 100 training episodes):\n",
         score_table(rows, ["random", *settings]),
@@ -406,11 +413,7 @@ def headline_section(rows: list[dict[str, Any]], suite_folder: Path, image_folde
     for setting in settings:
         ours, count = normalized.get(setting, (math.nan, 0))
         lines.append(f"| {setting} | {'n/a' if count == 0 else f'{ours:.2f}'} | {count} | {PAPER_NORMALIZED[setting]:.2f} |")
-    images = plot_learning_curves(rows, suite_folder, settings, image_folder, suite_folder.name)
-    beta_image = plot_beta(suite_folder, rows, image_folder, suite_folder.name)
-    lines += ["", *[f"![{path.stem}](img/{path.name})" for path in images]]
-    if beta_image is not None:
-        lines += ["", "beta and the measured KL per update, against kl_target:", "", f"![beta](img/{beta_image.name})"]
+    lines += _plot_lines(rows, suite_folder, settings, image_folder)
     return "\n".join(lines) + "\n"
 
 
