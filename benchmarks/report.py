@@ -190,7 +190,8 @@ def _curves(monitor_folder: Path, run_ids: list[str], grid: np.ndarray) -> np.nd
 def plot_learning_curves(
     rows: list[dict[str, Any]], suite_folder: Path, settings: list[str], image_folder: Path, prefix: str
 ) -> list[Path]:
-    """One PNG per env: mean ± std over seeds of the (smoothed) training episode return, one line per setting."""
+    """One PNG per env with monitor logs: mean ± std over seeds of the (smoothed) training episode return, one line
+    per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,11 +212,13 @@ def plot_learning_curves(
             mean, std = curves.mean(axis=0), curves.std(axis=0)
             axes.plot(grid, mean, label=f"{setting} ({len(curves)} seeds)")
             axes.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        if not axes.get_legend_handles_labels()[0]:
+            plt.close(figure)  # no monitor log for this env: no empty plot
+            continue
         axes.set_title(env)
         axes.set_xlabel("timesteps")
         axes.set_ylabel("training episode return")
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8)
+        axes.legend(fontsize=8)
         figure.tight_layout()
         path = image_folder / f"{prefix}_{env}.png"
         figure.savefig(path, dpi=90)

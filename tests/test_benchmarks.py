@@ -166,6 +166,8 @@ def test_headline_report_sets_the_long_budget_beside_the_sweep(tmp_path):
     assert "| B | clip-0.2 | n/a | 50.0 ± 0.0 (n=1) |" in headline
     assert "| clip-0.2 | 1.00 | 2 | 0.82 |" in headline and "| none | 0.50 | 1 | -0.39 |" in headline
     assert "envs: A)" in headline
+    # These rows have no monitor logs: no learning-curve plot rather than an empty one
+    assert "![" not in headline and not list((tmp_path / "docs" / "img").glob("paper*.png"))
 
 
 def test_share_of_updates_within_the_kl_band(tmp_path):
