@@ -227,7 +227,7 @@ def plot_learning_curves(
     return written
 
 
-# Envs whose beta traces are plotted first (in this order), when they have adaptive runs
+# Envs whose beta traces are plotted, in order of preference: the paper's harder tasks, not those that saturate
 BETA_PLOT_ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5")
 
 
@@ -264,6 +264,11 @@ def kl_within_tolerance(suite_folder: Path, rows: list[dict[str, Any]], kl_toler
     return {setting: float(np.mean(values)) for setting, values in sorted(inside.items())}
 
 
+def beta_plot_env(envs: set[str]) -> str:
+    """:return: The env whose beta traces are plotted: the first of ``BETA_PLOT_ENVS`` present, else the first by name"""
+    return min(envs, key=lambda env: (BETA_PLOT_ENVS.index(env) if env in BETA_PLOT_ENVS else len(BETA_PLOT_ENVS), env))
+
+
 def plot_beta(
     suite_folder: Path, rows: list[dict[str, Any]], image_folder: Path, prefix: str, max_runs: int = 4
 ) -> Path | None:
@@ -274,11 +279,11 @@ def plot_beta(
     import matplotlib.pyplot as plt
 
     traces = [(row, path) for row, path in _beta_traces(suite_folder, rows) if row["seed"] == rows[0]["seed"]]
-    # Seed 0 of each kl_target on one env, preferring the paper's harder tasks to those that saturate
-    envs = sorted({row["env_id"] for row, _ in traces}, key=lambda env: (env not in BETA_PLOT_ENVS, env))
-    traces = [(row, path) for row, path in traces if envs and row["env_id"] == envs[0]][:max_runs]
     if not traces:
         return None
+    # One seed of each kl_target on one env
+    env = beta_plot_env({row["env_id"] for row, _ in traces})
+    traces = [(row, path) for row, path in traces if row["env_id"] == env][:max_runs]
     figure, (beta_axes, kl_axes) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for row, path in traces:
         data = _read_trace(path)

@@ -17,6 +17,7 @@ from benchmarks.harness import (
     zoo_suite,
 )
 from benchmarks.report import (
+    beta_plot_env,
     complete_envs,
     kl_within_tolerance,
     normalized_scores,
@@ -178,6 +179,12 @@ def test_share_of_updates_within_the_kl_band(tmp_path):
     rows.append({"setting": "clip-0.2", "run_id": "clip-0.2|A|seed0|8192", "seed": 0, "env_id": "A"})
     # 0.01 and 0.0149 are inside [0.00667, 0.015]; 0.02 and 0.006 outside
     assert kl_within_tolerance(tmp_path, rows) == {"adaptive-0.01": 0.5}
+
+
+def test_beta_plot_prefers_the_listed_envs_in_their_order():
+    assert beta_plot_env({"HalfCheetah-v5", "Hopper-v5", "Reacher-v5"}) == "Hopper-v5"
+    assert beta_plot_env({"Walker2d-v5", "HalfCheetah-v5"}) == "HalfCheetah-v5"
+    assert beta_plot_env({"Reacher-v5", "CartPole-v1"}) == "CartPole-v1"
 
 
 def test_speed_comparison_table_and_profile(tmp_path, capsys):
