@@ -393,6 +393,11 @@ def budget_table(short_rows: list[dict[str, Any]], long_rows: list[dict[str, Any
     return "\n".join(lines)
 
 
+def _what_ran(settings: list[str]) -> str:
+    """:return: The settings that have runs, in words (the harness runs the random policy first)"""
+    return f"settings {', '.join(settings)} and the random policy" if settings else "the random policy only so far"
+
+
 def headline_section(rows: list[dict[str, Any]], suite_folder: Path, image_folder: Path) -> str:
     """
     :return: The Markdown of the headline suite (few settings at the paper's budget): scores, the same settings at
@@ -406,8 +411,7 @@ def headline_section(rows: list[dict[str, Any]], suite_folder: Path, image_folde
     normalized = normalized_scores([row for row in rows if row["env_id"] in complete])
     sweep_rows = [row for row in read_rows(suite_folder.parent / "paper" / "runs.csv") if row["env_id"] in envs]
     lines = [
-        f"Runs: {len(rows)} ({_budgets(rows)} steps), "
-        f"settings {', '.join(settings)} and the random policy, on {', '.join(envs)}.\n",
+        f"Runs: {len(rows)} ({_budgets(rows)} steps), {_what_ran(settings)}, on {', '.join(envs)}.\n",
         "Final score (mean return of the last 100 training episodes):\n",
         score_table(rows, ["random", *settings]),
         "\nThe same settings at the sweep's budget (suite 1 above) and at this one:\n",

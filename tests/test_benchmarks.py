@@ -19,6 +19,7 @@ from benchmarks.harness import (
 from benchmarks.report import (
     beta_plot_env,
     complete_envs,
+    headline_section,
     kl_within_tolerance,
     normalized_scores,
     rank_correlation,
@@ -169,6 +170,12 @@ def test_headline_report_sets_the_long_budget_beside_the_sweep(tmp_path):
     assert "envs: A)" in headline
     # These rows have no monitor logs: no learning-curve plot rather than an empty one
     assert "![" not in headline and not list((tmp_path / "docs" / "img").glob("paper*.png"))
+
+
+def test_headline_report_with_only_random_runs_says_so(tmp_path):
+    _append_scores(tmp_path / "paper-1m" / "runs.csv", 1000, {("random", "A"): [0.0, 20.0]})
+    headline = headline_section(read_rows(tmp_path / "paper-1m" / "runs.csv"), tmp_path / "paper-1m", tmp_path)
+    assert "Runs: 2 (1,000 steps), the random policy only so far, on A." in headline
 
 
 def test_share_of_updates_within_the_kl_band(tmp_path):
