@@ -187,6 +187,11 @@ def _curves(monitor_folder: Path, run_ids: list[str], grid: np.ndarray) -> np.nd
     return np.array(curves) if curves else None
 
 
+def curve_label(setting: str, n_seeds: int) -> str:
+    """:return: The legend entry of a setting's learning curve, with its number of seeds"""
+    return f"{setting} ({n_seeds} seed{'' if n_seeds == 1 else 's'})"
+
+
 def plot_learning_curves(
     rows: list[dict[str, Any]], suite_folder: Path, settings: list[str], image_folder: Path, prefix: str
 ) -> list[Path]:
@@ -210,7 +215,7 @@ def plot_learning_curves(
             if curves is None:
                 continue
             mean, std = curves.mean(axis=0), curves.std(axis=0)
-            axes.plot(grid, mean, label=f"{setting} ({len(curves)} seeds)")
+            axes.plot(grid, mean, label=curve_label(setting, len(curves)))
             axes.fill_between(grid, mean - std, mean + std, alpha=0.2)
         if not axes.get_legend_handles_labels()[0]:
             plt.close(figure)  # no monitor log for this env: no empty plot

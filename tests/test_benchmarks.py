@@ -19,6 +19,7 @@ from benchmarks.harness import (
 from benchmarks.report import (
     beta_plot_env,
     complete_envs,
+    curve_label,
     headline_section,
     kl_within_tolerance,
     normalized_scores,
@@ -192,6 +193,11 @@ def test_beta_plot_prefers_the_listed_envs_in_their_order():
     assert beta_plot_env({"HalfCheetah-v5", "Hopper-v5", "Reacher-v5"}) == "Hopper-v5"
     assert beta_plot_env({"Walker2d-v5", "HalfCheetah-v5"}) == "HalfCheetah-v5"
     assert beta_plot_env({"Reacher-v5", "CartPole-v1"}) == "CartPole-v1"
+
+
+def test_curve_label_counts_seeds_in_singular_and_plural():
+    assert curve_label("clip 0.2", 1) == "clip 0.2 (1 seed)"
+    assert curve_label("clip 0.2", 3) == "clip 0.2 (3 seeds)"
 
 
 def test_speed_comparison_table_and_profile(tmp_path, capsys):
