@@ -108,15 +108,15 @@ def test_non_finite_kl_is_reported():
     model = PPOPenalty("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(32)
     before = _parameters(model)
-    # An impossible old distribution: a standard deviation of 0 makes the KL infinite
-    original = model._before_policy_update
+    original = model._rollout_distribution_params
 
-    def corrupt_old_distribution() -> None:
-        original()
-        params = model.rollout_buffer.old_distribution_params
+    def impossible_old_distribution() -> th.Tensor:
+        # A standard deviation of 0 makes the KL infinite
+        params = original()
         params[:, params.shape[1] // 2 :] = -float("inf")
+        return params
 
-    model._before_policy_update = corrupt_old_distribution
+    model._rollout_distribution_params = impossible_old_distribution
     with pytest.raises(NonFiniteError, match=r"policy_loss=(nan|inf)"):
         model.learn(32, reset_num_timesteps=False)
     _assert_unchanged(before, model)
@@ -159,20 +159,38 @@ def test_non_finite_reset_and_terminal_observations(algo, env_class, message):
     _assert_unchanged(before, model)
 
 
-def test_non_finite_mean_kl_leaves_beta_unchanged():
+def test_non_finite_mean_kl_undoes_the_update_and_leaves_beta_unchanged():
     model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(32)
-    beta = model.beta
-    original = model._over_rollout
-
-    def non_finite_final_kl(old_params):
-        result = original(old_params)
-        return result if old_params is None else result * float("nan")
-
-    model._over_rollout = non_finite_final_kl
-    with pytest.raises(NonFiniteError, match="mean KL divergence of the update is nan; beta was not updated"):
+    beta, before = model.beta, _parameters(model)
+    original = model._rollout_kl_divergences
+    model._rollout_kl_divergences = lambda old_params: original(old_params) * float("nan")
+    with pytest.raises(NonFiniteError, match="mean KL divergence of the update is nan; the update was undone"):
         model.learn(32, reset_num_timesteps=False)
     assert model.beta == beta
+    _assert_unchanged(before, model)
+
+
+def test_an_interrupted_update_is_undone():
+    model = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=2, seed=0, device="cpu")
+    model.learn(32)
+    before, optimizer_before = _parameters(model), _optimizer_state(model)
+    original_value_loss = model._value_loss
+    calls = []
+
+    def interrupted_at_step_3(*args):
+        calls.append(None)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original_value_loss(*args)
+
+    model._value_loss = interrupted_at_step_3
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(32, reset_num_timesteps=False)
+    # Two optimizer steps were taken before the interrupt, and undone with it
+    _assert_unchanged(before, model)
+    for index, state in model.policy.optimizer.state_dict()["state"].items():
+        assert all(th.equal(value, optimizer_before[index][name]) for name, value in state.items())
 
 
 def test_penalty_train_twice_on_one_rollout_keeps_the_collecting_policy_as_reference():
@@ -185,7 +203,10 @@ def test_penalty_train_twice_on_one_rollout_keeps_the_collecting_policy_as_refer
 
 def test_penalty_train_without_rollout():
     model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, device="cpu")
-    with pytest.raises(RuntimeError, match="full rollout buffer"):
+    # A full buffer that collect_rollouts() did not fill has no old distribution
+    model.learn(32)
+    model.rollout_buffer.old_distribution_params = None
+    with pytest.raises(RuntimeError, match="needs a rollout collected by collect_rollouts"):
         model.train()
 
 

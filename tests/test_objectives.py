@@ -30,18 +30,23 @@ def test_clipped_surrogate_loss_hand_computed():
 
 def test_kl_penalized_surrogate_loss_hand_computed():
     kl = th.tensor([0.01, 0.03, 0.0, 0.02])
-    # -(0.1 - 2 * 0.015)
-    assert kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=2.0).item() == pytest.approx(-0.07)
+    # -(0.1 - 2 * 0.015): the surrogate term -0.1 and the penalty 2 * 0.015
+    penalized = kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=2.0)
+    assert penalized.loss.item() == pytest.approx(-0.07)
+    assert penalized.terms["surrogate_loss"].item() == pytest.approx(-0.1)
+    assert penalized.terms["kl_penalty"].item() == pytest.approx(0.03)
     # with clipping in addition: 0.05 + 2 * 0.015
-    assert kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=2.0, clip_range=0.2).item() == pytest.approx(0.08)
+    clipped = kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=2.0, clip_range=0.2)
+    assert clipped.loss.item() == pytest.approx(0.08)
+    assert clipped.terms["surrogate_loss"].item() == pytest.approx(0.05)
     # beta = 0 without clipping: the plain surrogate (the paper's "no clipping or penalty")
-    assert kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=0.0).item() == pytest.approx(-0.1)
+    assert kl_penalized_surrogate_loss(RATIO, ADVANTAGES, kl, beta=0.0).loss.item() == pytest.approx(-0.1)
 
 
 def test_kl_penalty_gradient():
     ratio = RATIO.clone().requires_grad_(True)
     kl = th.tensor([0.01, 0.03, 0.0, 0.02], requires_grad=True)
-    kl_penalized_surrogate_loss(ratio, ADVANTAGES, kl, beta=2.0).backward()
+    kl_penalized_surrogate_loss(ratio, ADVANTAGES, kl, beta=2.0).loss.backward()
     assert th.allclose(ratio.grad, -ADVANTAGES / 4)
     assert th.allclose(kl.grad, th.full((4,), 2.0 / 4))
 

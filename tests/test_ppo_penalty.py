@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
@@ -9,6 +10,8 @@ from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMul
 from torch.distributions import Independent, kl_divergence
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.common.kl import distribution_params
+from sb3_ppo_variants.ppo_penalty.ppo_penalty import FULL_ROLLOUT_CHUNK_SIZE
 
 SMALL = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "device": "cpu"}
 
@@ -143,6 +146,8 @@ def test_logs_sb3_keys_and_penalty_keys():
     for key in (
         "train/beta",
         "train/kl",
+        "train/surrogate_loss",
+        "train/kl_penalty",
         "train/policy_gradient_loss",
         "train/value_loss",
         "train/entropy_loss",
@@ -164,3 +169,63 @@ def test_target_kl_early_stop_still_updates_beta():
     n_rollouts = 256 // SMALL["n_steps"]
     assert model._n_updates < n_rollouts * SMALL["n_epochs"]
     assert len(model.records) == n_rollouts
+
+
+class CollectionProbedPPOPenalty(ProbedPPOPenalty):
+    """Also records the old distribution parameters set at collection, next to a one-pass reference."""
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
+        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        with th.no_grad():
+            reference = distribution_params(self.policy.get_distribution(self.rollout_buffer.flat_observations()))
+        self.collected.append((self.rollout_buffer.old_distribution_params.clone(), reference))
+        return complete
+
+
+def test_rollouts_larger_than_one_pass_chunk_match_a_one_pass_reference():
+    """The whole-rollout passes (old parameters at collection, the mean KL after the update) run in chunks."""
+    n_steps, n_envs = 2100, 2
+    assert n_steps * n_envs > FULL_ROLLOUT_CHUNK_SIZE
+    model = CollectionProbedPPOPenalty(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), seed=0, learning_rate=3e-3,
+        n_steps=n_steps, batch_size=1050, n_epochs=1, device="cpu",
+    )  # fmt: skip
+    model.records, model.collected = [], []
+    model.learn(2 * n_steps * n_envs)
+    assert len(model.collected) == len(model.records) == 2
+    for stored, reference in model.collected:
+        assert stored.shape == (n_steps * n_envs, 2)
+        assert th.equal(stored, reference)
+    for record in model.records:
+        assert record["logged_kl"] == pytest.approx(record["reference_kl"], rel=1e-5)
+
+
+class RatioRecordingPPOPenalty(PPOPenalty):
+    def _policy_objective(self, ratio, advantages, distribution, rollout_data, clip_range):
+        self.ratios.append(ratio.detach().clone())
+        return super()._policy_objective(ratio, advantages, distribution, rollout_data, clip_range)
+
+
+def test_clip_fraction_without_clipping_is_the_diagnostic_at_sb3s_default_range():
+    model = RatioRecordingPPOPenalty("MlpPolicy", "CartPole-v1", seed=0, learning_rate=3e-2, kl_target=None, beta=0.0, **SMALL)
+    model.ratios = []
+    model.learn(SMALL["n_steps"])
+    logged = model.logger.name_to_value["train/clip_fraction"]
+    fractions = {eps: np.mean([th.mean((th.abs(r - 1) > eps).float()).item() for r in model.ratios]) for eps in (0.2, 0.3)}
+    assert logged == fractions[0.2]
+    # The case tells the ranges apart
+    assert fractions[0.3] < fractions[0.2]
+
+
+def test_surrogate_and_penalty_are_logged_apart():
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, learning_rate=3e-3, beta=5.0, **SMALL)
+    model.learn(SMALL["n_steps"])
+    logged = model.logger.name_to_value
+    assert logged["train/kl_penalty"] > 0
+    assert logged["train/surrogate_loss"] + logged["train/kl_penalty"] == pytest.approx(logged["train/policy_gradient_loss"])
+    # Without a penalty, the surrogate is the whole policy loss
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, beta=0.0, kl_target=None, **SMALL)
+    model.learn(SMALL["n_steps"])
+    logged = model.logger.name_to_value
+    assert logged["train/kl_penalty"] == 0.0
+    assert logged["train/surrogate_loss"] == pytest.approx(logged["train/policy_gradient_loss"])

@@ -1,10 +1,10 @@
-import math
-
 from sb3_ppo_variants.quickstart import main
 
 
-def test_quickstart_trains_and_evaluates(tmp_path, capsys):
-    mean_return = main(["--timesteps", "2048", "--eval-episodes", "2", "--no-progress-bar", "--save", str(tmp_path / "m")])
-    assert math.isfinite(mean_return) and mean_return >= 8  # a CartPole episode lasts at least ~8 steps
+def test_quickstart_learns(tmp_path, capsys):
+    before, after = main(["--timesteps", "4096", "--eval-episodes", "5", "--no-progress-bar", "--save", str(tmp_path / "m")])
+    # The untrained policy of seed 1 drops the pole within about 10 steps; a few updates keep it up for hundreds
+    assert before < 20
+    assert after >= 100
     assert (tmp_path / "m.zip").exists()
-    assert "PPOPenalty on CartPole-v1 after 2048 steps: mean evaluation return" in capsys.readouterr().out
+    assert f"PPOPenalty on CartPole-v1: mean evaluation return {before:.1f} untrained, {after:.1f}" in capsys.readouterr().out

@@ -9,7 +9,8 @@ import optuna
 import pytest
 import yaml
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
-from rl_zoo3.utils import ALGOS
+from rl_zoo3.utils import ALGOS, linear_schedule
+from test_regression import SMALL, _assert_same_training
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
 from sb3_ppo_variants.zoo import register_algorithms, zoo_config_path
@@ -203,3 +204,12 @@ def test_train_then_enjoy(tmp_path, monkeypatch, capsys):
     )
     output = capsys.readouterr().out
     assert "Mean reward:" in output and "Mean episode length:" in output
+
+
+def test_ppo_clip_matches_sb3_ppo_on_zoo_schedules_with_an_overshooting_budget():
+    """rl_zoo3's lin_<x> schedules are not clamped: the last rollout overshoots 200 steps (4 x 64 = 256), the last
+    update runs at progress_remaining -0.28 with negative values, as in SB3's PPO, and the run is bit for bit SB3's."""
+    case = {"env_id": "CartPole-v1", "n_envs": 2, "policy": "MlpPolicy", "timesteps": 200}
+    schedules = {"learning_rate": linear_schedule(1e-3), "clip_range": linear_schedule(0.2)}
+    assert schedules["clip_range"](-0.28) < 0
+    _assert_same_training({**SMALL, "n_steps": 32, **case, **schedules})

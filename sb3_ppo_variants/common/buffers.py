@@ -8,8 +8,8 @@ permutation per ``get()`` call, so the same RNG consumption), with two differenc
   call gathers them once in its permuted order, and minibatches are slices of those (no host copies, and one
   gather per tensor per epoch instead of one per minibatch). This holds one more copy of the rollout in memory
   during an update;
-- ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`) can be set
-  before the epochs and is returned with every minibatch.
+- ``old_distribution_params`` (one row per transition, see :mod:`sb3_ppo_variants.common.kl`), set once the
+  rollout is collected (by PPOPenalty), is returned with every minibatch.
 """
 
 from collections.abc import Generator
@@ -17,9 +17,12 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_ppo_variants.common.checks import InvalidArgumentError
 
 
 class ProximalRolloutBufferSamples(NamedTuple):
@@ -99,12 +102,23 @@ def _sliced(samples: Samples, batch: slice) -> Samples:
     return samples._replace(**{name: rows(getattr(samples, name)) for name in samples._fields})
 
 
-class _OldDistributionMixin:
-    """Storage of the old distribution parameters, shared by both buffers."""
+class _ProximalBuffer:
+    """What both proximal buffers add to SB3's, written once: the device tensors, the minibatches and the old parameters."""
 
     buffer_size: int
     n_envs: int
+    device: th.device
+    full: bool
+    generator_ready: bool
+    observations: Any  # an array, or a dict of arrays (DictRolloutBuffer)
     old_distribution_params: th.Tensor | None
+    _samples_class: type[ProximalRolloutBufferSamples] | type[ProximalDictRolloutBufferSamples]
+    swap_and_flatten: Any
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        self.old_distribution_params = None
+        self._tensors: dict[str, Any] | None = None
 
     def set_old_distribution_params(self, params: th.Tensor) -> None:
         """
@@ -118,13 +132,55 @@ class _OldDistributionMixin:
             )
         self.old_distribution_params = params.detach()
 
-    def _old_params_at(self, batch_inds: th.Tensor) -> th.Tensor | None:
-        if self.old_distribution_params is None:
-            return None
-        return self.old_distribution_params[batch_inds]
+    def _prepare_tensors(self) -> dict[str, Any]:
+        """:return: The whole rollout, flattened over envs (SB3's order), as tensors on the buffer's device"""
+        if not self.generator_ready:
+            if isinstance(self.observations, dict):
+                self.observations = {key: self.swap_and_flatten(obs) for key, obs in self.observations.items()}
+            else:
+                self.observations = self.swap_and_flatten(self.observations)
+            for name in ("actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+        if self._tensors is None:
+            if isinstance(self.observations, dict):
+                observations: Any = {key: th.as_tensor(obs, device=self.device) for key, obs in self.observations.items()}
+            else:
+                observations = th.as_tensor(self.observations, device=self.device)
+            self._tensors = {"observations": observations, **_flat_transition_tensors(self)}  # type: ignore[arg-type]
+        return self._tensors
+
+    def flat_observations(self) -> th.Tensor | TensorDict:
+        """All observations of the (full) rollout, flattened over envs, as tensors on the buffer's device."""
+        return self._prepare_tensors()["observations"]
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        assert self.full, "The rollout buffer must be full before sampling from it"
+        n_transitions = self.buffer_size * self.n_envs
+        permuted = self._get_samples(_permutation(n_transitions, self.device))
+        for batch in _minibatch_slices(n_transitions, batch_size):
+            yield _sliced(permuted, batch)
+
+    def _get_samples(self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None) -> Any:
+        tensors = self._prepare_tensors()
+        batch_inds = th.as_tensor(batch_inds, device=self.device)
+        observations = tensors["observations"]
+        if isinstance(observations, dict):
+            batch_observations: Any = {key: obs[batch_inds] for key, obs in observations.items()}
+        else:
+            batch_observations = observations[batch_inds]
+        return self._samples_class(
+            observations=batch_observations,
+            actions=tensors["actions"][batch_inds],
+            old_values=tensors["old_values"][batch_inds],
+            old_log_prob=tensors["old_log_prob"][batch_inds],
+            advantages=tensors["advantages"][batch_inds],
+            returns=tensors["returns"][batch_inds],
+            old_distribution_params=None if self.old_distribution_params is None else self.old_distribution_params[batch_inds],
+        )
 
 
-class ProximalRolloutBuffer(_OldDistributionMixin, RolloutBuffer):
+class ProximalRolloutBuffer(_ProximalBuffer, RolloutBuffer):
     """
     ``RolloutBuffer`` with device-resident minibatches and the old distribution parameters.
 
@@ -137,49 +193,10 @@ class ProximalRolloutBuffer(_OldDistributionMixin, RolloutBuffer):
     :param n_envs: Number of parallel environments
     """
 
-    def reset(self) -> None:
-        super().reset()
-        self.old_distribution_params = None
-        self._tensors: dict[str, th.Tensor] | None = None
-
-    def _prepare_tensors(self) -> dict[str, th.Tensor]:
-        if not self.generator_ready:
-            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-            self.generator_ready = True
-        if self._tensors is None:
-            self._tensors = _flat_transition_tensors(self)
-            self._tensors["observations"] = th.as_tensor(self.observations, device=self.device)
-        return self._tensors
-
-    def flat_observations(self) -> th.Tensor:
-        """All observations of the (full) rollout, flattened over envs, as a tensor on the buffer's device."""
-        return self._prepare_tensors()["observations"]
-
-    def get(self, batch_size: int | None = None) -> Generator[ProximalRolloutBufferSamples, None, None]:  # type: ignore[override]
-        assert self.full, "The rollout buffer must be full before sampling from it"
-        n_transitions = self.buffer_size * self.n_envs
-        permuted = self._get_samples(_permutation(n_transitions, self.device))
-        for batch in _minibatch_slices(n_transitions, batch_size):
-            yield _sliced(permuted, batch)
-
-    def _get_samples(  # type: ignore[override]
-        self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None
-    ) -> ProximalRolloutBufferSamples:
-        tensors = self._prepare_tensors()
-        batch_inds = th.as_tensor(batch_inds, device=self.device)
-        return ProximalRolloutBufferSamples(
-            observations=tensors["observations"][batch_inds],
-            actions=tensors["actions"][batch_inds],
-            old_values=tensors["old_values"][batch_inds],
-            old_log_prob=tensors["old_log_prob"][batch_inds],
-            advantages=tensors["advantages"][batch_inds],
-            returns=tensors["returns"][batch_inds],
-            old_distribution_params=self._old_params_at(batch_inds),
-        )
+    _samples_class = ProximalRolloutBufferSamples
 
 
-class ProximalDictRolloutBuffer(_OldDistributionMixin, DictRolloutBuffer):
+class ProximalDictRolloutBuffer(_ProximalBuffer, DictRolloutBuffer):
     """
     ``DictRolloutBuffer`` with device-resident minibatches and the old distribution parameters.
 
@@ -192,48 +209,49 @@ class ProximalDictRolloutBuffer(_OldDistributionMixin, DictRolloutBuffer):
     :param n_envs: Number of parallel environments
     """
 
-    def reset(self) -> None:
-        super().reset()
-        self.old_distribution_params = None
-        self._tensors: dict[str, th.Tensor] | None = None
-        self._observation_tensors: dict[str, th.Tensor] | None = None
+    _samples_class = ProximalDictRolloutBufferSamples
 
-    def _prepare_tensors(self) -> tuple[dict[str, th.Tensor], dict[str, th.Tensor]]:
-        if not self.generator_ready:
-            for key, obs in self.observations.items():
-                self.observations[key] = self.swap_and_flatten(obs)
-            for name in ("actions", "values", "log_probs", "advantages", "returns"):
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-            self.generator_ready = True
-        if self._tensors is None or self._observation_tensors is None:
-            self._tensors = _flat_transition_tensors(self)
-            self._observation_tensors = {key: th.as_tensor(obs, device=self.device) for key, obs in self.observations.items()}
-        return self._observation_tensors, self._tensors
 
-    def flat_observations(self) -> TensorDict:
-        """All observations of the (full) rollout, flattened over envs, as tensors on the buffer's device."""
-        return self._prepare_tensors()[0]
+PROXIMAL_BUFFERS: dict[type[RolloutBuffer], type[RolloutBuffer]] = {
+    RolloutBuffer: ProximalRolloutBuffer,
+    DictRolloutBuffer: ProximalDictRolloutBuffer,
+    ProximalRolloutBuffer: ProximalRolloutBuffer,
+    ProximalDictRolloutBuffer: ProximalDictRolloutBuffer,
+}
 
-    def get(  # type: ignore[override]
-        self, batch_size: int | None = None
-    ) -> Generator[ProximalDictRolloutBufferSamples, None, None]:
-        assert self.full, "The rollout buffer must be full before sampling from it"
-        n_transitions = self.buffer_size * self.n_envs
-        permuted = self._get_samples(_permutation(n_transitions, self.device))
-        for batch in _minibatch_slices(n_transitions, batch_size):
-            yield _sliced(permuted, batch)
 
-    def _get_samples(  # type: ignore[override]
-        self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None
-    ) -> ProximalDictRolloutBufferSamples:
-        observations, tensors = self._prepare_tensors()
-        batch_inds = th.as_tensor(batch_inds, device=self.device)
-        return ProximalDictRolloutBufferSamples(
-            observations={key: obs[batch_inds] for key, obs in observations.items()},
-            actions=tensors["actions"][batch_inds],
-            old_values=tensors["old_values"][batch_inds],
-            old_log_prob=tensors["old_log_prob"][batch_inds],
-            advantages=tensors["advantages"][batch_inds],
-            returns=tensors["returns"][batch_inds],
-            old_distribution_params=self._old_params_at(batch_inds),
+def rollout_buffer_classes(
+    requested: type[RolloutBuffer] | None, observation_space: spaces.Space, old_distributions: bool
+) -> tuple[type[RolloutBuffer], type[RolloutBuffer]]:
+    """
+    The buffer class to name (as SB3 names it: what checkpoints store, so that SB3's ``PPO`` can load them) and the
+    class to build.
+
+    SB3's buffers, and ours, are built as their proximal versions (same samples, plus the old distribution
+    parameters). Another class is built as given, when ``old_distributions`` are not needed.
+
+    :param requested: The ``rollout_buffer_class`` argument
+    :param observation_space: The observation space
+    :param old_distributions: Whether the buffer must hold the old distribution parameters (PPOPenalty)
+    :return: (the class to name, the class to build)
+    """
+    dict_observations = isinstance(observation_space, spaces.Dict)
+    if requested is None:
+        requested = DictRolloutBuffer if dict_observations else RolloutBuffer
+    if issubclass(requested, DictRolloutBuffer) and not dict_observations:
+        raise InvalidArgumentError(
+            f"rollout_buffer_class={requested.__name__}: DictRolloutBuffer must be used with Dict obs space only, "
+            f"got {type(observation_space).__name__}"
         )
+    if dict_observations and not issubclass(requested, DictRolloutBuffer):
+        raise InvalidArgumentError(
+            f"rollout_buffer_class={requested.__name__} cannot hold Dict observations: use DictRolloutBuffer (or None)"
+        )
+    built = PROXIMAL_BUFFERS.get(requested, requested)
+    if old_distributions and not issubclass(built, _ProximalBuffer):
+        raise InvalidArgumentError(
+            "rollout_buffer_class must be SB3's RolloutBuffer or DictRolloutBuffer, or a subclass of "
+            "sb3_ppo_variants.common.buffers.ProximalRolloutBuffer or ProximalDictRolloutBuffer (it stores the old "
+            f"action distributions), got {requested.__name__}"
+        )
+    return requested, built

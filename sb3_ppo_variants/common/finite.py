@@ -5,11 +5,15 @@ A NaN observation or reward (a broken environment), or an update whose loss or g
 would otherwise be written into the parameters silently and ruin the model (and every later checkpoint).
 """
 
+import copy
 import math
+from types import TracebackType
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
 
 
 class NonFiniteError(FloatingPointError):
@@ -65,7 +69,7 @@ class NonFiniteRolloutGuard(BaseCallback):
         return True
 
 
-def check_finite_update(terms: dict[str, float], step: int) -> None:
+def _check_finite_update(terms: dict[str, float], step: int) -> None:
     """
     Raise :class:`NonFiniteError` naming every non-finite term of a gradient step.
 
@@ -80,3 +84,64 @@ def check_finite_update(terms: dict[str, float], step: int) -> None:
             "unchanged (as before the update). Common causes: a learning rate or coefficient too large, or unnormalized "
             "rewards/observations."
         )
+
+
+class UpdateRollback:
+    """
+    Undo a whole update if one of its gradient steps was not finite, or if anything else goes wrong within it.
+
+    Entering takes a copy of the policy's and its optimizer's state. Each gradient step records its scalar terms
+    (:meth:`record`, tensors: no host synchronization); :meth:`check` (once per epoch) reads them with one transfer and,
+    if one is not finite, restores the copy and raises :class:`NonFiniteError` naming the terms and the step. Any
+    exception leaving the block (a non-finite KL, an interrupt) also restores the copy: the model is always the one
+    before the update or the one after it.
+
+    :param policy: The policy whose parameters, and whose ``optimizer``, the update changes
+    :param term_names: Names of the terms recorded per step, in :meth:`record`'s order
+    """
+
+    def __init__(self, policy: BasePolicy, term_names: tuple[str, ...]) -> None:
+        self.policy = policy
+        self.term_names = term_names
+        self._steps: list[th.Tensor] = []
+        self._checked = 0
+
+    def __enter__(self) -> "UpdateRollback":
+        self._policy_state = {name: tensor.detach().clone() for name, tensor in self.policy.state_dict().items()}
+        self._optimizer_state = copy.deepcopy(self.policy.optimizer.state_dict())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            try:
+                self.check()
+            except NonFiniteError:
+                self.restore()
+                raise
+        else:
+            self.restore()
+
+    def record(self, *terms: th.Tensor) -> None:
+        """:param terms: The step's scalar terms (0-d tensors), in ``term_names``' order"""
+        self._steps.append(th.stack([term.detach() for term in terms]))
+
+    def restore(self) -> None:
+        """Put back the policy's and the optimizer's state of before the update."""
+        self.policy.load_state_dict(self._policy_state)
+        self.policy.optimizer.load_state_dict(self._optimizer_state)
+
+    def check(self) -> None:
+        """Raise :class:`NonFiniteError` if a step recorded since the last check was not finite (the block then restores)."""
+        unchecked, first_step = self._steps[self._checked :], self._checked
+        self._checked = len(self._steps)
+        if not unchecked:
+            return
+        terms = th.stack(unchecked)
+        finite_steps = th.isfinite(terms).all(dim=1)
+        if finite_steps.all().item():
+            return
+        first_bad = int(th.nonzero(~finite_steps)[0, 0])
+        bad_terms = dict(zip(self.term_names, terms[first_bad].tolist(), strict=True))
+        _check_finite_update(bad_terms, step=first_step + first_bad + 1)

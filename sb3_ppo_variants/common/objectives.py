@@ -3,10 +3,20 @@ Policy objectives of Schulman et al. 2017, "Proximal Policy Optimization Algorit
 written as losses (to minimize) over a minibatch.
 
 Each function takes the probability ratio ``r = pi_new(a|s) / pi_old(a|s)`` and the advantages of the
-minibatch; they are pure functions with no state, so each is tested on its own.
+minibatch; they are pure functions with no state, so each is tested on its own. An objective made of several terms
+returns them by name next to its loss (:class:`PolicyLoss`), and the training loop logs each as ``train/<name>``.
 """
 
+from typing import NamedTuple
+
 import torch as th
+
+
+class PolicyLoss(NamedTuple):
+    """A policy objective as a loss to minimize, and the named terms it is the sum of (empty for a single term)."""
+
+    loss: th.Tensor
+    terms: dict[str, th.Tensor]
 
 
 def surrogate_loss(ratio: th.Tensor, advantages: th.Tensor) -> th.Tensor:
@@ -42,7 +52,7 @@ def kl_penalized_surrogate_loss(
     kl_divergence: th.Tensor,
     beta: float,
     clip_range: float | None = None,
-) -> th.Tensor:
+) -> PolicyLoss:
     """
     Negated KL-penalized surrogate ``-(E[r * A] - beta * E[KL[pi_old || pi_new]])`` (eq. 8).
 
@@ -54,13 +64,15 @@ def kl_penalized_surrogate_loss(
     :param kl_divergence: Exact KL of the joint action distribution per state, shape ``(batch,)``
     :param beta: Penalty coefficient (>= 0)
     :param clip_range: Optional clipping parameter epsilon
-    :return: Scalar loss
+    :return: The loss, and its terms ``surrogate_loss`` (the negated, possibly clipped, surrogate) and
+        ``kl_penalty`` (``beta * E[KL]``)
     """
     if clip_range is None:
         surrogate = surrogate_loss(ratio, advantages)
     else:
         surrogate = clipped_surrogate_loss(ratio, advantages, clip_range)
-    return surrogate + beta * kl_divergence.mean()
+    penalty = beta * kl_divergence.mean()
+    return PolicyLoss(surrogate + penalty, {"surrogate_loss": surrogate, "kl_penalty": penalty})
 
 
 def clip_fraction(ratio: th.Tensor, clip_range: float) -> th.Tensor:

@@ -1,29 +1,26 @@
 import math
-from typing import Any, ClassVar, TypeVar
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
+from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_ppo_variants.common.adaptive_beta import BETA_MAX, BETA_MIN, adapt_beta
-from sb3_ppo_variants.common.buffers import _OldDistributionMixin
+from sb3_ppo_variants.common.adaptive_beta import adapt_beta
+from sb3_ppo_variants.common.checks import check_arguments
+from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.finite import NonFiniteError
 from sb3_ppo_variants.common.kl import distribution_params, kl_divergence_from_params
-from sb3_ppo_variants.common.objectives import kl_penalized_surrogate_loss
-from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples, check_number
-
-SelfPPOPenalty = TypeVar("SelfPPOPenalty", bound="PPOPenalty")
+from sb3_ppo_variants.common.objectives import PolicyLoss, kl_penalized_surrogate_loss
+from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples
 
 # States per forward pass when the whole rollout goes through the policy (old parameters, mean KL)
-_FULL_ROLLOUT_CHUNK_SIZE = 4096
-
-
-def _chunk_observations(observations: th.Tensor | TensorDict, start: int, stop: int) -> th.Tensor | TensorDict:
-    if isinstance(observations, dict):
-        return {key: obs[start:stop] for key, obs in observations.items()}
-    return observations[start:stop]
+FULL_ROLLOUT_CHUNK_SIZE = 4096
 
 
 class PPOPenalty(ProximalPolicyAlgorithm):
@@ -31,37 +28,74 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     Proximal Policy Optimization with the adaptive KL penalty objective (PPO-Penalty).
 
     Each minibatch maximizes ``E[r * A] - beta * KL[pi_old(.|s) || pi_new(.|s)]`` with the exact KL of
-    the joint action distribution. After the epochs of every update, with ``d`` the mean KL over the whole
-    rollout (computed with the final parameters), beta is halved if ``d < kl_target / kl_tolerance`` and
-    doubled if ``d > kl_target * kl_tolerance`` (section 4 of the paper), and kept within
-    ``[1e-4, 1e4]`` (see :mod:`sb3_ppo_variants.common.adaptive_beta` for why).
+    the joint action distribution, where ``pi_old`` is the policy that collected the rollout (its distribution
+    parameters are computed in one batched pass once the rollout is collected). After the epochs of every update,
+    with ``d`` the mean KL over the whole rollout (computed with the final parameters), beta is halved if
+    ``d < kl_target / kl_tolerance`` and doubled if ``d > kl_target * kl_tolerance`` (section 4 of the paper), and
+    kept within ``[1e-4, 1e4]`` (see :mod:`sb3_ppo_variants.common.adaptive_beta` for why).
 
-    It takes every argument of SB3's ``PPO`` with the same default and meaning (see
-    :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`), except ``clip_range`` which
-    defaults to ``None`` (no clipping); the parameters below are those that differ or are new.
-    Loading a checkpoint of SB3's ``PPO`` keeps its ``clip_range`` (clipping on top of the penalty): pass
-    ``custom_objects={"clip_range": None}`` for the pure penalty.
+    It takes every argument of SB3's ``PPO`` with the same default and meaning, except ``clip_range``, which
+    defaults to ``None`` (no clipping). Loading a checkpoint of SB3's ``PPO`` keeps its ``clip_range`` (clipping on
+    top of the penalty): pass ``custom_objects={"clip_range": None}`` for the pure penalty.
+
+    Logs, next to SB3's PPO keys: ``train/kl`` (d), ``train/beta`` (after the update), ``train/surrogate_loss`` and
+    ``train/kl_penalty`` (``beta * KL``, averaged over minibatches; ``train/policy_gradient_loss`` is their sum).
+    Without clipping, ``train/clip_fraction`` is the fraction of ratios outside ``[0.8, 1.2]``, a diagnostic.
 
     Paper: https://arxiv.org/abs/1707.06347 (section 4, "Adaptive KL Penalty Coefficient")
 
-    :param clip_range: ``None`` (default): the pure penalty objective. A float or schedule clips the
-        surrogate as PPO-Clip does, in addition to the penalty.
-    :param target_kl: SB3's per-minibatch early stopping (an epoch stops when the approximate KL of a
-        minibatch exceeds ``1.5 * target_kl``). Unrelated to ``kl_target``; default ``None``.
-    :param kl_target: The paper's ``d_targ``, the KL divergence per update that beta adapts towards.
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+    :param batch_size: Minibatch size
+    :param n_epochs: Number of epochs when optimizing the surrogate loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: ``None`` (default): the pure penalty objective. A float (> 0) or schedule clips the
+        surrogate as PPO-Clip does, in addition to the penalty (the paper's "in addition to" variant).
+    :param clip_range_vf: Clipping parameter for the value function (> 0), it can be a function of the current
+        progress remaining (from 1 to 0). ``None`` (default) means no clipping of the value function.
+        IMPORTANT: this clipping depends on the reward scaling.
+    :param normalize_advantage: Whether to normalize or not the advantage
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use: ``None`` (SB3's ``RolloutBuffer`` or
+        ``DictRolloutBuffer``, built as ``ProximalRolloutBuffer`` or ``ProximalDictRolloutBuffer``), or a subclass of
+        those two (the buffer stores the old distribution parameters).
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: SB3's early stopping, unrelated to ``kl_target``: an epoch stops at the first minibatch whose
+        approximate KL exceeds ``1.5 * target_kl``. Default ``None`` (it warns when set, as it is easily mistaken for
+        ``kl_target``).
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param kl_target: The paper's ``d_targ``, the KL divergence per update that beta adapts towards (> 0).
         ``None`` keeps beta fixed (the paper's "fixed KL" setting).
-    :param beta: Initial penalty coefficient (the paper's 1.0). ``beta=0.0, kl_target=None`` is the plain
-        unclipped surrogate (the paper's "no clipping or penalty").
-    :param beta_factor: Factor by which beta is multiplied or divided (the paper's 2)
+    :param beta: Initial penalty coefficient (the paper's 1.0; in [1e-4, 1e4] when ``kl_target`` is set).
+        ``beta=0.0, kl_target=None`` is the plain unclipped surrogate (the paper's "no clipping or penalty").
+    :param beta_factor: Factor (> 1) by which beta is multiplied or divided (the paper's 2)
     :param kl_tolerance: Beta changes only when the KL leaves ``[kl_target / kl_tolerance, kl_target * kl_tolerance]``
-        (the paper's 1.5)
+        (>= 1; the paper's 1.5)
+    :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the optimizer runs its fused
+        implementation with the same hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`).
+        Not saved with the model. Default: False.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-    }
+    _needs_distributions = True
 
     def __init__(
         self,
@@ -98,7 +132,14 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         fast_mode: bool = False,
         _init_setup_model: bool = True,
     ):
-        self._check_penalty_arguments(kl_target, beta, beta_factor, kl_tolerance)
+        check_arguments(locals())
+        if target_kl is not None:
+            warnings.warn(
+                f"target_kl={target_kl} is SB3's early stop (an epoch stops at the first minibatch whose approximate KL "
+                f"exceeds 1.5 * target_kl), not the penalty's target: that is kl_target (now {kl_target}). "
+                "Pass target_kl=None unless you want both.",
+                UserWarning,
+            )
         super().__init__(
             policy,
             env,
@@ -136,93 +177,69 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    @staticmethod
-    def _check_penalty_arguments(kl_target: float | None, beta: float, beta_factor: float, kl_tolerance: float) -> None:
-        check_number("beta", beta, minimum=0.0)
-        check_number("beta_factor", beta_factor, minimum=1.0, include_minimum=False)
-        check_number("kl_tolerance", kl_tolerance, minimum=1.0)
-        if kl_target is not None:
-            check_number("kl_target", kl_target, minimum=0.0, include_minimum=False)
-            if not BETA_MIN <= beta <= BETA_MAX:
-                raise ValueError(
-                    f"beta must be in [{BETA_MIN}, {BETA_MAX}] when kl_target is set (the adaptive beta is kept in "
-                    f"that range, and a beta of 0 could never grow), got {beta}"
-                )
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        if not isinstance(self.rollout_buffer, _OldDistributionMixin):
-            raise ValueError(
-                "rollout_buffer_class must be a subclass of sb3_ppo_variants.common.buffers.ProximalRolloutBuffer or "
-                f"ProximalDictRolloutBuffer (it stores the old action distributions), got {type(self.rollout_buffer).__name__}"
-            )
-
-    @th.no_grad()
-    def _over_rollout(self, old_params: th.Tensor | None) -> th.Tensor:
-        """
-        One batched pass of the current policy over every state of the rollout.
-
-        :param old_params: None to return the distribution parameters, else the old parameters to
-            return the KL divergence from
-        :return: Distribution parameters ``(n_transitions, n_params)`` or KL divergences ``(n_transitions,)``
-        """
-        self.policy.set_training_mode(False)
+    def _rollout_chunks(self) -> Iterator[tuple[slice, PyTorchObs]]:
+        """:return: The rollout's observations (flattened over envs) in consecutive chunks, with their rows"""
         observations = self.rollout_buffer.flat_observations()
         n_transitions = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
-        results = []
-        for start in range(0, n_transitions, _FULL_ROLLOUT_CHUNK_SIZE):
-            stop = start + _FULL_ROLLOUT_CHUNK_SIZE
-            distribution = self.policy.get_distribution(_chunk_observations(observations, start, stop))
-            if old_params is None:
-                results.append(distribution_params(distribution))
+        for start in range(0, n_transitions, FULL_ROLLOUT_CHUNK_SIZE):
+            rows = slice(start, start + FULL_ROLLOUT_CHUNK_SIZE)
+            if isinstance(observations, dict):
+                yield rows, {key: obs[rows] for key, obs in observations.items()}
             else:
-                results.append(kl_divergence_from_params(old_params[start:stop], distribution))
-        return th.cat(results)
+                yield rows, observations[rows]
 
-    def _before_policy_update(self) -> None:
-        if not self.rollout_buffer.full:
-            raise RuntimeError("train() needs a full rollout buffer: collect a rollout first (learn() does)")
-        # Once per rollout: the policy that collected it. A second train() on the same rollout keeps that reference.
-        if self.rollout_buffer.old_distribution_params is None:
-            self.rollout_buffer.set_old_distribution_params(self._over_rollout(old_params=None))
+    @th.no_grad()
+    def _rollout_distribution_params(self) -> th.Tensor:
+        """:return: The current policy's distribution parameters on every state of the rollout (evaluation mode)"""
+        with training_mode(self.policy, False):
+            return th.cat([distribution_params(self.policy.get_distribution(obs)) for _, obs in self._rollout_chunks()])
 
-    def _policy_loss(
+    @th.no_grad()
+    def _rollout_kl_divergences(self, old_params: th.Tensor) -> th.Tensor:
+        """
+        :param old_params: The old distribution parameters of every state of the rollout
+        :return: The exact KL[old || current] on every state of the rollout (evaluation mode)
+        """
+        with training_mode(self.policy, False):
+            return th.cat(
+                [
+                    kl_divergence_from_params(old_params[rows], self.policy.get_distribution(obs))
+                    for rows, obs in self._rollout_chunks()
+                ]
+            )
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if complete:
+            # The policy that collected the rollout, once per rollout: the reference of the KL in train()
+            self.rollout_buffer.set_old_distribution_params(self._rollout_distribution_params())
+        return complete
+
+    def _policy_objective(
         self,
         ratio: th.Tensor,
         advantages: th.Tensor,
-        distribution: Distribution,
+        distribution: Distribution | None,
         rollout_data: RolloutSamples,
         clip_range: float | None,
-    ) -> th.Tensor:
-        assert rollout_data.old_distribution_params is not None, "old distribution parameters are set before the epochs"
+    ) -> PolicyLoss:
+        if rollout_data.old_distribution_params is None:
+            raise RuntimeError("train() needs a rollout collected by collect_rollouts() (learn() does)")
+        assert distribution is not None, "_needs_distributions is set"
         kl_divergence = kl_divergence_from_params(rollout_data.old_distribution_params, distribution)
         return kl_penalized_surrogate_loss(ratio, advantages, kl_divergence, self.beta, clip_range)
 
     def _after_policy_update(self) -> None:
         old_params = self.rollout_buffer.old_distribution_params
-        assert old_params is not None
-        mean_kl = self._over_rollout(old_params).mean().item()
+        assert old_params is not None, "checked by the objective"
+        mean_kl = self._rollout_kl_divergences(old_params).mean().item()
         if not math.isfinite(mean_kl):
-            raise NonFiniteError(f"The mean KL divergence of the update is {mean_kl}; beta was not updated")
+            raise NonFiniteError(
+                f"The mean KL divergence of the update is {mean_kl}; the update was undone and beta was not updated"
+            )
         if self.kl_target is not None:
             self.beta = adapt_beta(self.beta, mean_kl, self.kl_target, self.beta_factor, self.kl_tolerance)
         self.logger.record("train/kl", mean_kl)
         self.logger.record("train/beta", self.beta)
-
-    def learn(
-        self: SelfPPOPenalty,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "PPOPenalty",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfPPOPenalty:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

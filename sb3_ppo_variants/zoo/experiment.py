@@ -23,6 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+
+# Private to Optuna (no public way to beat before the trial's first heartbeat, see _budgeted_objective): the `zoo`
+# extra bounds optuna to the tested minor versions
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -66,7 +69,9 @@ def _merging_sampler(sampler: Callable[..., dict[str, Any]], yaml_policy_kwargs:
 class TuningExperimentManager(ExperimentManager):
     """
     rl_zoo3's ``ExperimentManager`` (same arguments) with exact global budgets, heartbeats, reasons for failed
-    and pruned trials, and a richer report; see the module docstring.
+    and pruned trials, and a richer report; see the module docstring. It overrides and reads rl_zoo3's internals
+    (``read_hyperparameters``, ``hyperparameters_optimization``, ``objective``, ``_hyperparams``,
+    ``_create_sampler``): rl_zoo3 is bounded to its tested minor version in the ``zoo`` extra.
 
     :param heartbeat_interval: Seconds between trial heartbeats (SQLite and PostgreSQL storages)
     """
@@ -122,7 +127,8 @@ class TuningExperimentManager(ExperimentManager):
 
         def objective(trial: optuna.Trial) -> float:
             # Optuna's heartbeat thread records its first beat concurrently with the objective: a worker killed before
-            # that beat would leave its trial RUNNING forever (a trial without a beat is never stale). Beat first.
+            # that beat would leave its trial RUNNING forever (a trial without a beat is never stale). Beat first,
+            # through Optuna's private storage and trial id (optuna is bounded in the `zoo` extra).
             if isinstance(study._storage, BaseHeartbeat) and study._storage.get_heartbeat_interval() is not None:
                 study._storage.record_heartbeat(trial._trial_id)
             if self.max_total_trials is not None:
