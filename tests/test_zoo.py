@@ -15,6 +15,8 @@ from test_regression import SMALL, _assert_same_training
 from sb3_ppo_variants import PPOClip, PPOPenalty
 from sb3_ppo_variants.zoo import register_algorithms, zoo_config_path
 from sb3_ppo_variants.zoo.cli import main, zoo_arguments
+from sb3_ppo_variants.zoo.experiment import ZOO_PPO_HYPERPARAMETERS
+from sb3_ppo_variants.zoo.registration import policy_kwargs_dict
 from sb3_ppo_variants.zoo.report import format_python, tuned_zoo_entry
 from sb3_ppo_variants.zoo.search_spaces import (
     INITIAL_BETA_RANGE,
@@ -75,6 +77,27 @@ def test_every_penalty_entry_says_where_it_comes_from():
         assert "# Tuned: study" in block or "not yet tuned" in block or "<<: *" in block, env_id
 
 
+def _zoo_ppo_entries() -> dict:
+    with open(ZOO_PPO_HYPERPARAMETERS) as file:
+        return yaml.safe_load(file)
+
+
+# Envs of rl_zoo3's ppo.yml that no installable package provides with this gymnasium
+UNAVAILABLE_ZOO_ENVS = {
+    "MinitaurBulletEnv-v0": "not in pybullet_envs_gymnasium (PyBullet's Gymnasium port)",
+    "MinitaurBulletDuckEnv-v0": "not in pybullet_envs_gymnasium (PyBullet's Gymnasium port)",
+    "HumanoidStandup-v2": "a mujoco-py (v2) env, moved out of gymnasium",
+    "InvertedDoublePendulum-v2": "a mujoco-py (v2) env, moved out of gymnasium",
+    "InvertedPendulum-v2": "a mujoco-py (v2) env, moved out of gymnasium",
+    "Reacher-v2": "a mujoco-py (v2) env, moved out of gymnasium",
+}
+# The zoo's "atari" entry serves every Atari game, its "default" entry any env it does not list
+ZOO_ENTRY_EXAMPLES = {"atari": "PongNoFrameskip-v4", "default": "FrozenLake-v1"}
+ZOO_ONLY_ENVS = sorted(
+    ZOO_ENTRY_EXAMPLES.get(key, key) for key in set(_zoo_ppo_entries()) - set(REQUIRED_ENVS) - set(UNAVAILABLE_ZOO_ENVS)
+)
+
+
 def _env_available(env_id: str) -> None:
     try:
         gym.make(env_id).close()
@@ -98,6 +121,94 @@ def test_every_entry_trains(algo, env_id, tmp_path, monkeypatch):
     # The zoo writes the hyperparameters it used as an OrderedDict
     saved = yaml.load((tmp_path / "logs" / algo / f"{env_id}_1" / env_id / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
     assert dict(saved)["n_steps"] == 64 and dict(saved)["policy"] == "MlpPolicy"
+
+
+def _train_briefly(algo: str, env_id: str, *hyperparameters: str) -> Path:
+    """Train through the command line with one small rollout; :return: the run's saved config.yml"""
+    arguments = ["train", "--algo", algo, "--env", env_id, "-n", "128", "-f", "logs", "--seed", "0", "--eval-freq", "-1"]
+    main(
+        [
+            *arguments,
+            "--num-threads",
+            "1",
+            "--verbose",
+            "0",
+            "-params",
+            "n_envs:2",
+            "n_steps:64",
+            "batch_size:32",
+            *hyperparameters,
+        ]
+    )
+    model_path = Path("logs") / algo / f"{env_id}_1" / f"{env_id}.zip"
+    assert model_path.exists()
+    model = (PPOClip if algo == "ppo_clip" else PPOPenalty).load(model_path)
+    assert model.num_timesteps == 128
+    return model_path.parent / env_id / "config.yml"
+
+
+def _saved_hyperparameters(config: Path) -> dict:
+    # The zoo writes the hyperparameters it used as an OrderedDict
+    return dict(yaml.load(config.read_text(), Loader=yaml.UnsafeLoader))
+
+
+@pytest.mark.parametrize("algo", ["ppo_clip", "ppo_penalty"])
+@pytest.mark.parametrize("env_id", ZOO_ONLY_ENVS)
+def test_every_env_of_the_zoos_ppo_file_trains(algo, env_id, tmp_path, monkeypatch):
+    """Envs without an entry in zoo_configs/ train with rl_zoo3's PPO entry (PPOPenalty: without its clipping)."""
+    monkeypatch.chdir(tmp_path)
+    zoo_entries = _zoo_ppo_entries()
+    zoo_key = next((key for key, example in ZOO_ENTRY_EXAMPLES.items() if example == env_id), env_id)
+    if algo == "ppo_penalty":
+        with pytest.warns(UserWarning, match=f"{env_id} has no entry in ppo_penalty.yml: PPOPenalty trains with rl_zoo3"):
+            saved = _saved_hyperparameters(_train_briefly(algo, env_id))
+        assert "clip_range" not in saved
+    else:
+        saved = _saved_hyperparameters(_train_briefly(algo, env_id))
+        assert saved.get("clip_range") == zoo_entries[zoo_key].get("clip_range")
+    for key, value in zoo_entries[zoo_key].items():
+        if key not in ("n_envs", "n_steps", "batch_size", "n_timesteps", "clip_range"):
+            assert saved[key] == value, key
+
+
+def test_zoo_ppo_entry_keeps_the_users_clip_range_for_penalty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="untuned for PPOPenalty"):
+        config = _train_briefly("ppo_penalty", "Ant-v4", "clip_range:0.3")
+    assert _saved_hyperparameters(config)["clip_range"] == 0.3
+
+
+@pytest.mark.parametrize("algo", ["ppo_clip", "ppo_penalty"])
+def test_lin_schedules_with_an_uneven_budget_end_with_the_model_saved(algo, tmp_path, monkeypatch):
+    """1000 steps is not a multiple of the 8 x 32 rollout: the last one overshoots, the lin_ schedules go below 0."""
+    monkeypatch.chdir(tmp_path)
+    conf = tmp_path / "conf.yml"
+    conf.write_text(
+        "CartPole-v1:\n  policy: MlpPolicy\n  n_timesteps: 1000\n  n_envs: 8\n  n_steps: 32\n  batch_size: 256\n"
+        "  n_epochs: 4\n  learning_rate: lin_0.001\n  clip_range: lin_0.2\n"
+    )
+    arguments = ["--algo", algo, "--env", "CartPole-v1", "-f", "logs", "--seed", "0", "--eval-freq", "-1", "--verbose", "0"]
+    main(["train", *arguments, "--num-threads", "1", "--conf-file", str(conf)])
+    model_path = tmp_path / "logs" / algo / "CartPole-v1_1" / "CartPole-v1.zip"
+    model = (PPOClip if algo == "ppo_clip" else PPOPenalty).load(model_path)
+    assert model.num_timesteps == 1024
+    assert model._current_progress_remaining < 0
+    assert model.clip_range(model._current_progress_remaining) < 0
+
+
+def test_ppo_clip_file_holds_the_zoos_ppo_values():
+    """ppo_clip.yml: rl_zoo3's PPO entries (v4 ones for the v5 MuJoCo tasks), and the paper's for three tasks."""
+    zoo_entries = _zoo_ppo_entries()
+    paper_settings = {"InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5"}
+    for env_id, entry in _entries("ppo_clip").items():
+        if env_id in paper_settings:
+            continue
+        zoo_entry = dict(zoo_entries[env_id if env_id in zoo_entries else env_id.replace("-v5", "-v4")])
+        entry = dict(entry)
+        for values in (entry, zoo_entry):
+            if "policy_kwargs" in values:
+                values["policy_kwargs"] = policy_kwargs_dict(values["policy_kwargs"])
+        assert entry == zoo_entry, env_id
 
 
 def test_wheel_ships_the_yaml_files(tmp_path):

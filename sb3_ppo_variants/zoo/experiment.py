@@ -4,6 +4,8 @@ rl_zoo3's ``ExperimentManager`` with what distributed, fault-tolerant tuning nee
 Everything else (env creation, the trial objective, pruning by periodic evaluation, training) is the zoo's own.
 Changes, each for a known zoo pitfall or gap:
 
+- An env without an entry in this package's YAML file for the algorithm trains with rl_zoo3's PPO entry (for
+  PPOPenalty without its clipping, with a warning that it is untuned).
 - ``--trial-id 0`` loads trial 0 (the zoo tests ``if trial_id:`` and silently ignores it).
 - Sampled ``policy_kwargs`` are merged into the YAML ones (the zoo replaces them, dropping e.g. ``log_std_init``).
 - Storages get a heartbeat (see :mod:`sb3_ppo_variants.zoo.storage`); the default storage is a local SQLite file.
@@ -20,9 +22,12 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
+import rl_zoo3
+import yaml
 
 # Private to Optuna (no public way to beat before the trial's first heartbeat, see _budgeted_objective): the `zoo`
 # extra bounds optuna to the tested minor versions
@@ -33,9 +38,12 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
 from sb3_ppo_variants.common.finite import NonFiniteError
-from sb3_ppo_variants.zoo.registration import policy_kwargs_dict
+from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, policy_kwargs_dict, zoo_config_path
 from sb3_ppo_variants.zoo.report import write_report
 from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage
+
+# rl_zoo3's own PPO hyperparameters, for the envs that this package's files do not cover
+ZOO_PPO_HYPERPARAMETERS = Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
 
 # Trials that count towards --max-total-trials: finished ones, running ones and queued ones (the retries of dead
 # workers' trials), so that workers do not overshoot
@@ -89,12 +97,38 @@ class TuningExperimentManager(ExperimentManager):
                 self.optimization_log_path = os.path.join(study_folder, "trials")
         self.yaml_hyperparameters: dict[str, Any] = {}
 
+    def _read_zoo_ppo_file_if_no_entry(self) -> bool:
+        """
+        Every env of rl_zoo3's ``ppo.yml`` (and its ``default`` for others) trains with our algorithms: where this
+        package's file for the algorithm has no entry for the env, read rl_zoo3's PPO file instead.
+
+        :return: Whether rl_zoo3's PPO file is read instead of this package's
+        """
+        if self.algo not in ZOO_ALGOS or Path(self.config) != zoo_config_path(self.algo):
+            return False  # another algorithm, or the user's own file
+        with open(self.config) as file:
+            if self.env_name.gym_id in yaml.safe_load(file):
+                return False
+        self.config = str(ZOO_PPO_HYPERPARAMETERS)
+        return True
+
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        zoo_ppo_entry = self._read_zoo_ppo_file_if_no_entry()
         trial_id, self.trial_id = self.trial_id, None
         try:
             hyperparams, saved_hyperparams = super().read_hyperparameters()
         finally:
             self.trial_id = trial_id
+        if zoo_ppo_entry and self.algo == "ppo_penalty":
+            warnings.warn(
+                f"{self.env_name.gym_id} has no entry in {zoo_config_path(self.algo).name}: PPOPenalty trains with rl_zoo3's "
+                f"PPO entry without its clipping, untuned for PPOPenalty (tune it: sb3-ppo-variants tune --env "
+                f"{self.env_name.gym_id})",
+                UserWarning,
+            )
+            if "clip_range" not in (self.custom_hyperparams or {}):
+                hyperparams.pop("clip_range", None)
+                saved_hyperparams.pop("clip_range", None)
         # Before the trial's values: the report writes the tuned entry on top of the YAML one
         self.yaml_hyperparameters = copy.deepcopy(dict(saved_hyperparams))
         if self.storage and self.study_name and trial_id is not None:
