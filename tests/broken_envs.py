@@ -3,6 +3,11 @@
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.classic_control import CartPoleEnv
+
+# Printed by AnnouncingCartPole-v0 at the first step of a process: a test reading the output then knows that
+# training has started (an env steps only in learn(), after the trial's hyperparameters are all sampled)
+TRAINING_STARTED = "ANNOUNCING-CARTPOLE: TRAINING STARTED"
 
 
 class NaNAfterStepsEnv(gym.Env):
@@ -26,5 +31,19 @@ class NaNAfterStepsEnv(gym.Env):
         return observation, 1.0, False, self.n_steps % 20 == 0, {}
 
 
+class AnnouncingCartPoleEnv(CartPoleEnv):
+    """CartPole that prints ``TRAINING_STARTED`` (flushed) at the first step taken in its process."""
+
+    announced = False
+
+    def step(self, action):
+        if not AnnouncingCartPoleEnv.announced:
+            AnnouncingCartPoleEnv.announced = True
+            print(TRAINING_STARTED, flush=True)
+        return super().step(action)
+
+
 if "NaNAfterSteps-v0" not in gym.registry:
     gym.register("NaNAfterSteps-v0", entry_point=NaNAfterStepsEnv)
+if "AnnouncingCartPole-v0" not in gym.registry:
+    gym.register("AnnouncingCartPole-v0", entry_point=AnnouncingCartPoleEnv, max_episode_steps=500)
