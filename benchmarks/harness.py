@@ -7,8 +7,9 @@ resumable (every finished run appends one row to a CSV; a re-run skips the runs 
     python -m benchmarks.report                                      # tables and plots into docs/
 
 Per run: the paper's score (mean return of the last 100 training episodes), a deterministic evaluation return
-(10 episodes), wall time and steps/second; Monitor logs (the learning curve) and, for PPOPenalty, beta and the KL of
-every update, under ``benchmarks/results/<suite>/``.
+(10 episodes), wall time and steps/second (``runs.csv``); the learning curve, from the run's Monitor logs
+(``curves.csv``, see :func:`learning_curve`; the raw logs are not kept) and, for PPOPenalty, beta and the KL of every
+update (``beta/``), under ``benchmarks/results/<suite>/``.
 """
 
 import argparse
@@ -17,6 +18,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,6 +45,11 @@ CSV_FIELDS = [
     "beta_at_bounds",
     "finished_at",
 ]
+# A run's stored learning curve: the trailing mean over CURVE_SMOOTHING episodes of the training episode return, at
+# CURVE_POINTS evenly spaced timesteps from 0 to the run's budget (what the report plots)
+CURVE_POINTS = 200
+CURVE_SMOOTHING = 10
+CURVE_FIELDS = ["run_id", "timesteps", *(f"r{index}" for index in range(CURVE_POINTS))]
 PAPER_ENVS = [
     "HalfCheetah-v5",
     "Hopper-v5",
@@ -220,13 +228,47 @@ def _random_run(spec: RunSpec, monitor_path: str) -> dict[str, Any]:
     return {"final_score": score, "n_episodes": len(returns), "eval_return": score, "beta_at_bounds": ""}
 
 
-def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
+def learning_curve(monitor_folder: Path, timesteps: int) -> list[float] | None:
+    """
+    :param monitor_folder: A run's Monitor logs (one file per env)
+    :param timesteps: The run's budget
+    :return: The trailing mean of the training episode returns over ``CURVE_SMOOTHING`` episodes (the first points:
+        over fewer) as a function of timesteps, at ``CURVE_POINTS`` evenly spaced timesteps from 0 to ``timesteps``;
+        None with fewer than 2 episodes
+    """
+    from stable_baselines3.common.monitor import load_results
+
+    data = load_results(str(monitor_folder)).sort_values("t")
+    if len(data) < 2:
+        return None
+    episode_ends = np.cumsum(data["l"].to_numpy())
+    smoothed = data["r"].rolling(CURVE_SMOOTHING, min_periods=1).mean().to_numpy()
+    return np.interp(np.linspace(0, timesteps, CURVE_POINTS), episode_ends, smoothed).tolist()
+
+
+def curve_row(run_id: str, timesteps: int, curve: list[float]) -> dict[str, Any]:
+    """:return: The ``curves.csv`` row of a run's learning curve"""
+    return {"run_id": run_id, "timesteps": timesteps, **{f"r{index}": f"{value:.6g}" for index, value in enumerate(curve)}}
+
+
+def read_curves(csv_path: Path) -> dict[str, tuple[int, np.ndarray]]:
+    """:return: ``{run_id: (budget, curve)}`` of a suite's ``curves.csv`` (empty if there is none)"""
+    if not csv_path.exists():
+        return {}
+    with open(csv_path, newline="") as file:
+        return {
+            row["run_id"]: (int(row["timesteps"]), np.array([float(row[f"r{index}"]) for index in range(CURVE_POINTS)]))
+            for row in csv.DictReader(file)
+        }
+
+
+def execute(spec: RunSpec, output_folder: Path) -> tuple[dict[str, Any], list[float] | None]:
     """
     Train (or, for ``random``, act randomly) and measure one run.
 
     :param spec: The run
-    :param output_folder: The suite's folder (monitor logs and beta traces go below it)
-    :return: The CSV row
+    :param output_folder: The suite's folder (beta traces go below it)
+    :return: The ``runs.csv`` row, and the learning curve (see :func:`learning_curve`)
     """
     import torch as th
     from stable_baselines3.common.env_util import make_vec_env
@@ -238,14 +280,13 @@ def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
 
     th.set_num_threads(1)
     safe_id = spec.run_id.replace("|", "_")
-    (output_folder / "monitor").mkdir(parents=True, exist_ok=True)
+    # The Monitor logs live only as long as the run: what stays is the learning curve computed from them
+    monitor_folder = Path(tempfile.mkdtemp(prefix=f"{safe_id}-monitor-"))
     start = time.perf_counter()
     if spec.algo == "random":
-        row = _random_run(spec, str(output_folder / "monitor" / safe_id))
+        row = _random_run(spec, str(monitor_folder / "0"))
     else:
-        env = make_vec_env(
-            spec.env_id, n_envs=spec.n_envs, seed=spec.seed, monitor_dir=str(output_folder / "monitor" / safe_id)
-        )
+        env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed, monitor_dir=str(monitor_folder))
         # A separate env for the final evaluation, so that its episodes stay out of the learning curve
         eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000)
         if spec.normalize:
@@ -281,7 +322,9 @@ def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
         env.close()
         eval_env.close()
     wall_time = time.perf_counter() - start
-    return {
+    curve = learning_curve(monitor_folder, spec.timesteps)
+    shutil.rmtree(monitor_folder, ignore_errors=True)
+    row = {
         "suite": spec.suite,
         "run_id": spec.run_id,
         "algo": spec.algo,
@@ -295,6 +338,7 @@ def execute(spec: RunSpec, output_folder: Path) -> dict[str, Any]:
         "steps_per_s": round(spec.timesteps / (wall_time if spec.algo == "random" else learn_time), 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    return row, curve
 
 
 def finished_run_ids(csv_path: Path) -> set[str]:
@@ -305,11 +349,11 @@ def finished_run_ids(csv_path: Path) -> set[str]:
         return {row["run_id"] for row in csv.DictReader(file)}
 
 
-def append_row(csv_path: Path, row: dict[str, Any]) -> None:
+def append_row(csv_path: Path, row: dict[str, Any], fields: list[str] = CSV_FIELDS) -> None:
     """Append one row (and the header to a new file), flushed to disk: earlier rows are never rewritten."""
     new_file = not csv_path.exists()
     with open(csv_path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(file, fieldnames=fields)
         if new_file:
             writer.writeheader()
         writer.writerow(row)
@@ -317,7 +361,7 @@ def append_row(csv_path: Path, row: dict[str, Any]) -> None:
         os.fsync(file.fileno())
 
 
-def _execute_packed(packed: tuple[RunSpec, Path]) -> dict[str, Any]:
+def _execute_packed(packed: tuple[RunSpec, Path]) -> tuple[dict[str, Any], list[float] | None]:
     return execute(*packed)
 
 
@@ -345,7 +389,10 @@ def run_suite(runs: list[RunSpec], csv_path: Path, workers: int, max_runs: int |
     packed = [(run, csv_path.parent) for run in pending]
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, maxtasksperchild=1) as pool:
-        for index, row in enumerate(pool.imap_unordered(_execute_packed, packed), start=1):
+        for index, (row, curve) in enumerate(pool.imap_unordered(_execute_packed, packed), start=1):
+            # The curve first: a run in runs.csv is done, and a resumed suite skips it
+            if curve is not None:
+                append_row(csv_path.parent / "curves.csv", curve_row(row["run_id"], row["timesteps"], curve), CURVE_FIELDS)
             append_row(csv_path, row)
             elapsed = time.time() - start
             eta = elapsed / index * (len(pending) - index)

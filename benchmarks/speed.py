@@ -17,6 +17,7 @@ import argparse
 import cProfile
 import platform
 import pstats
+import shlex
 import statistics
 import sys
 import time
@@ -131,16 +132,21 @@ def _timed_run(
     return elapsed, cpu_time, {key: value.cpu() for key, value in model.policy.state_dict().items()}
 
 
-# Where a run's time goes: (label, cProfile function name, and optionally a file name fragment)
+# Where a run's time goes: (label, cProfile function name, file name fragment(s); "" matches any file)
 PROFILE_PARTS = (
     ("collect_rollouts (env steps + policy forward + buffer)", "collect_rollouts", "on_policy_algorithm"),
     ("  env step_wait", "step_wait", ""),
     ("train (the update)", "train", "ppo"),  # ppo.py (SB3) or sb3_ppo_variants, not torch's Module.train
-    ("  evaluate_actions (forward)", "evaluate_actions", "policies"),
+    # SB3's (policies.py) or this package's (common/evaluation.py), which runs the same operations
+    ("  evaluate_actions (forward)", "evaluate_actions", ("policies", "sb3_ppo_variants/common/evaluation")),
     ("  backward", "<method 'run_backward' of 'torch._C._EngineBase' objects>", ""),
     ("  optimizer step", "step", "torch/optim/"),
     ("  clip_grad_norm_", "clip_grad_norm_", "clip_grad"),
 )
+
+
+def _as_tuple(fragments: str | tuple[str, ...]) -> tuple[str, ...]:
+    return fragments if isinstance(fragments, tuple) else (fragments,)
 
 
 def _profile(name: str, task: SpeedTask, timesteps: int, seed: int, device: str) -> dict[str, float]:
@@ -157,21 +163,29 @@ def _profile(name: str, task: SpeedTask, timesteps: int, seed: int, device: str)
         times[label] = sum(
             cumulative
             for (file_name, _, function), (_, _, _, cumulative, _) in stats.items()
-            if function == function_name and file_fragment in file_name
+            if function == function_name and any(fragment in file_name for fragment in _as_tuple(file_fragment))
         )
     return times
 
 
-def _print_profile(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> None:
+def _profile_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> str:
+    """:return: The Markdown block of a profile: its command and conditions, and where each algorithm's time goes"""
     profiles = {name: _profile(name, task, args.timesteps, args.seed, args.device) for name in names}
-    print(f"\ncProfile, {task.env_id if isinstance(task.env_id, str) else args.task}, {args.timesteps} steps, one run each")
-    print("(cumulative seconds under the profiler, which inflates Python-heavy parts; shares of learn in brackets)\n")
-    print("| part | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
+    env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
+    lines = [
+        f"### Where the time goes: {args.task} ({env_name}, {task.description})\n",
+        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps, one run each, seed "
+        f"{args.seed}, device {args.device}, torch {th.__version__}, {date.today().isoformat()}. Cumulative seconds under "
+        "cProfile, which inflates Python-heavy parts; shares of learn in brackets (single runs are noisy: read the "
+        "shares).\n",
+        "| part | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for label in profiles[names[0]]:
         shares = {name: profiles[name][label] / profiles[name]["learn (total)"] for name in names}
         cells = [f"{profiles[name][label]:.2f} ({shares[name]:.0%})" for name in names]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     args.timesteps = args.timesteps or task.timesteps
     names = ["SB3 PPO", *(name for name in args.algos if name != "SB3 PPO")]
     if args.profile:
-        _print_profile(args, task, names)
+        _write_table(_profile_table(args, task, names), args.output)
         return
 
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -209,11 +223,15 @@ def main(argv: list[str] | None = None) -> None:
         if "PPOClip" in states:
             identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
-    table = _ratio_table(args, task, times, cpu_times, identical)
+    _write_table(_ratio_table(args, task, times, cpu_times, identical), args.output)
+
+
+def _write_table(table: str, output: Path | None) -> None:
+    """Print ``table``, and write it to ``output`` if given."""
     print("\n" + table)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table)
 
 
 def _ratio_table(
@@ -229,7 +247,7 @@ def _ratio_table(
     env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
     lines = [
         f"### {args.task}: {env_name}, {task.description}\n",
-        f"Command: `python -m benchmarks.speed {' '.join(args.argv)}`. {args.timesteps} steps per run, seed {args.seed}, "
+        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps per run, seed {args.seed}, "
         f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} repeats in rotating order, "
         f"torch {th.__version__}, {date.today().isoformat()}.\n",
         # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine

@@ -2,21 +2,26 @@
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 
 from benchmarks.harness import (
     CSV_FIELDS,
+    CURVE_POINTS,
     PAPER_ENVS,
     PAPER_SETTINGS,
     append_row,
     finished_run_ids,
     paper_suite,
+    read_curves,
     run_suite,
     tiny_suite,
     zoo_suite,
 )
 from benchmarks.report import (
+    README_SPEED_BEGIN,
+    README_SPEED_END,
     beta_plot_env,
     complete_envs,
     curve_label,
@@ -25,11 +30,14 @@ from benchmarks.report import (
     normalized_scores,
     rank_correlation,
     read_rows,
-    t_quantile_95,
+    read_speed_table,
+    speed_summary,
     within_noise,
     write_report,
 )
 from benchmarks.speed import main as speed_main
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def test_paper_suite_is_the_full_sweep():
@@ -74,8 +82,11 @@ def test_resume_appends_and_never_rewrites(tmp_path):
     for row in rows:
         assert float(row["wall_time_s"]) > 0 and float(row["steps_per_s"]) > 0
         assert int(row["n_episodes"]) > 0
-    monitor_files = list((tmp_path / "tiny" / "monitor").rglob("*.monitor.csv"))
-    assert len(monitor_files) == len(runs)
+    # One learning curve per run (the raw Monitor logs are not kept)
+    curves = read_curves(tmp_path / "tiny" / "curves.csv")
+    assert set(curves) == {run.run_id for run in runs}
+    assert all(timesteps == 512 and len(curve) == CURVE_POINTS for timesteps, curve in curves.values())
+    assert not (tmp_path / "tiny" / "monitor").exists()
     assert (tmp_path / "tiny" / "beta").is_dir()
 
     # The report from those results
@@ -135,7 +146,6 @@ def test_within_noise_is_a_95_percent_t_test():
     assert within_noise([9.0], 100.0) == (pytest.approx(-91.0), None)
     assert within_noise([500.0, 500.0], [500.0, 500.0]) == (0.0, True)
     assert within_noise([500.0, 500.0], [499.0, 499.0]) == (1.0, False)
-    assert t_quantile_95(2.94) == 4.303 and t_quantile_95(0.5) == 12.706 and t_quantile_95(100) == 1.96
 
 
 def _append_scores(csv_path, timesteps, scores):
@@ -169,7 +179,7 @@ def test_headline_report_sets_the_long_budget_beside_the_sweep(tmp_path):
     assert "| B | clip-0.2 | n/a | 50.0 ± 0.0 (n=1) |" in headline
     assert "| clip-0.2 | 1.00 | 2 | 0.82 |" in headline and "| none | 0.50 | 1 | -0.39 |" in headline
     assert "envs: A)" in headline
-    # These rows have no monitor logs: no learning-curve plot rather than an empty one
+    # These rows have no learning curves: no plot rather than an empty one
     assert "![" not in headline and not list((tmp_path / "docs" / "img").glob("paper*.png"))
 
 
@@ -208,6 +218,29 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith(("| SB3 PPO", "| PPOClip"))]
     assert len(rows) == 2 and rows[0].startswith("| SB3 PPO |") and "| 1.000 |" in rows[0]
     assert "equal SB3 PPO's (torch.equal) in 2/2 repeats" in table
-    speed_main(["--task", "cnn", "--timesteps", "256", "--profile", "--algos", "PPOPenalty"])
+    profile_output = tmp_path / "speed" / "profile.md"
+    speed_main(["--task", "cnn", "--timesteps", "256", "--profile", "--algos", "PPOPenalty", "--output", str(profile_output)])
     profile = capsys.readouterr().out
     assert "| learn (total) | " in profile and "|   backward | " in profile and "| SB3 PPO | PPOPenalty |" in profile
+    assert profile_output.read_text().startswith("### Where the time goes: cnn")
+    # The summary takes the comparisons, not the profiles
+    summary = speed_summary(tmp_path).splitlines()
+    assert len(summary) == 3 and summary[2].startswith("| CartPole-v1, ")
+    title, rows, identical = read_speed_table(output)
+    assert title == "CartPole-v1, zoo_configs/ppo_clip.yml, 8 envs" and identical == "2/2"
+    assert rows["PPOClip"]["throughput"] == rows_of(table)["PPOClip"][3]
+    assert summary[2] == f"| {title} | {rows['PPOClip']['throughput']} | 2/2 | n/a | n/a | n/a | n/a |"
+
+
+def rows_of(table: str) -> dict[str, list[str]]:
+    """:return: The cells of a Markdown table's rows, by their first cell"""
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0]: cells for cells in rows}
+
+
+def test_readme_speed_summary_is_the_committed_results():
+    """The README's ratios are those of benchmarks/results/speed/ (python -m benchmarks.report writes them)."""
+    readme = (REPOSITORY / "README.md").read_text()
+    block = readme.split(README_SPEED_BEGIN + "\n")[1].split(README_SPEED_END)[0]
+    assert block == speed_summary(REPOSITORY / "benchmarks" / "results")
+    assert block.count("\n") >= 6  # header, separator and the four tasks

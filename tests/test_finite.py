@@ -46,6 +46,15 @@ def _assert_unchanged(before: dict[str, th.Tensor], model) -> None:
     assert all(th.isfinite(value).all() for value in after.values())
 
 
+def _optimizer_state(model) -> dict:
+    return {k: {n: t.clone() for n, t in s.items()} for k, s in model.policy.optimizer.state_dict()["state"].items()}
+
+
+def _assert_optimizer_unchanged(before: dict, model) -> None:
+    for index, state in model.policy.optimizer.state_dict()["state"].items():
+        assert all(th.equal(value, before[index][name]) for name, value in state.items())
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize(
     "where, value", [("observation", float("nan")), ("observation", float("inf")), ("reward", float("nan"))]
@@ -64,21 +73,13 @@ def test_broken_env_raises_before_the_model_is_touched(algo, where, value):
 def test_non_finite_loss_is_not_applied(algo):
     model = algo("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(32)
-    before = _parameters(model)
-    optimizer_state = {
-        k: {n: t.clone() for n, t in s.items()} for k, s in model.policy.optimizer.state_dict()["state"].items()
-    }
+    before, optimizer_before = _parameters(model), _optimizer_state(model)
     # Bypasses the constructor's checks on purpose: an overflowing value loss
     model.vf_coef = float("inf")
     with pytest.raises(NonFiniteError, match=r"Non-finite gradient_norm=(nan|inf).*parameters are unchanged"):
         model.learn(32, reset_num_timesteps=False)
     _assert_unchanged(before, model)
-    for index, state in model.policy.optimizer.state_dict()["state"].items():
-        assert all(th.equal(value, optimizer_state[index][name]) for name, value in state.items())
-
-
-def _optimizer_state(model) -> dict:
-    return {k: {n: t.clone() for n, t in s.items()} for k, s in model.policy.optimizer.state_dict()["state"].items()}
+    _assert_optimizer_unchanged(optimizer_before, model)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -100,8 +101,7 @@ def test_a_non_finite_step_late_in_an_update_undoes_the_whole_update(algo):
     # Two steps per epoch: the guard stopped after the epoch of step 4, and three finite steps were undone with it
     assert len(calls) == 4
     _assert_unchanged(before, model)
-    for index, state in model.policy.optimizer.state_dict()["state"].items():
-        assert all(th.equal(value, optimizer_before[index][name]) for name, value in state.items())
+    _assert_optimizer_unchanged(optimizer_before, model)
 
 
 def test_non_finite_kl_is_reported():
@@ -189,8 +189,7 @@ def test_an_interrupted_update_is_undone():
         model.learn(32, reset_num_timesteps=False)
     # Two optimizer steps were taken before the interrupt, and undone with it
     _assert_unchanged(before, model)
-    for index, state in model.policy.optimizer.state_dict()["state"].items():
-        assert all(th.equal(value, optimizer_before[index][name]) for name, value in state.items())
+    _assert_optimizer_unchanged(optimizer_before, model)
 
 
 def test_penalty_train_twice_on_one_rollout_keeps_the_collecting_policy_as_reference():
