@@ -27,6 +27,9 @@ COMMON_BAD_ARGUMENTS = [
     ({"batch_size": 1}, "batch_size must be an integer >= 2 when normalize_advantage=True"),
     ({"gamma": 1.5}, r"gamma must be finite and >= 0.0 and <= 1.0"),
     ({"gae_lambda": -0.1}, "gae_lambda"),
+    ({"gae_lambda": 1.5}, r"gae_lambda must be finite and >= 0.0 and <= 1.0, got 1.5"),
+    ({"gamma": True}, "gamma must be a number >= 0.0 and <= 1.0, got True"),
+    ({"n_steps": True}, "n_steps must be an integer >= 1, got True"),
     ({"clip_range": -0.01}, r"clip_range must be finite and > 0.0"),
     ({"clip_range": 0.0}, r"clip_range must be finite and > 0.0, got 0.0"),
     ({"clip_range": INF}, "clip_range must be finite"),
@@ -277,6 +280,10 @@ def test_explicit_optimizer_implementation_wins(tmp_path):
     other = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs=rmsprop)
     other.learn(32)
     assert other.policy.optimizer.param_groups[0]["foreach"] is None
+    # Only SB3's default, Adam itself, is switched to multi-tensor (not a subclass such as AdamW)
+    adamw = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs={"optimizer_class": th.optim.AdamW})
+    adamw.learn(32)
+    assert _implementation(adamw) == (None, None)
 
 
 def test_default_adam_runs_multi_tensor_also_after_loading(tmp_path):

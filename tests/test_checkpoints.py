@@ -38,6 +38,7 @@ with warnings.catch_warnings(record=True) as caught:
 observations = np.load(path + ".observations.npy")
 actions, _ = model.predict(observations, deterministic=True)
 np.save(path + ".sb3_actions.npy", actions)
+model.save(path + ".saved_by_sb3.zip")
 if train:
     model.set_env(make_vec_env(env_id, n_envs=2, seed=1))
     model.learn(64, reset_num_timesteps=False)
@@ -87,6 +88,10 @@ def test_checkpoint_loads_in_sb3_without_this_package(algo, env_id, kwargs, tmp_
     # What SB3's PPO does with the clip range: the same objective (no clipping is an infinite clip range)
     expected_clip_range = model.clip_range(1.0) if model.clip_range is not None else float("inf")
     assert result["clip_range"] == expected_clip_range
+    # ...and what SB3's PPO saves back loads into the class again, and trains
+    back = algo.load(f"{path}.saved_by_sb3.zip", env=make_vec_env(env_id, n_envs=2, seed=2), device="cpu")
+    assert (back.clip_range is None) == (model.clip_range is None)
+    back.learn(64, reset_num_timesteps=False)
 
 
 def test_checkpoint_names_no_class_of_this_package(tmp_path):

@@ -8,6 +8,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import NonFiniteError, PPOClip, PPOPenalty
+from sb3_ppo_variants.common.finite import UpdateRollback
 
 ALGOS = [PPOClip, PPOPenalty]
 
@@ -86,7 +87,7 @@ def test_non_finite_loss_is_not_applied(algo):
 def test_a_non_finite_step_late_in_an_update_undoes_the_whole_update(algo):
     model = algo("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=3, seed=0, device="cpu")
     model.learn(32)
-    before, optimizer_before = _parameters(model), _optimizer_state(model)
+    before, optimizer_before, n_updates = _parameters(model), _optimizer_state(model), model._n_updates
     original_value_loss = model._value_loss
     calls = []
 
@@ -99,6 +100,7 @@ def test_a_non_finite_step_late_in_an_update_undoes_the_whole_update(algo):
     with pytest.raises(NonFiniteError, match=r"value_loss=inf.* gradient step 4 of the update; the update was undone"):
         model.learn(32, reset_num_timesteps=False)
     # Two steps per epoch: the guard stopped after the epoch of step 4, and three finite steps were undone with it
+    assert model._n_updates == n_updates  # the undone update's epochs are not counted
     assert len(calls) == 4
     _assert_unchanged(before, model)
     _assert_optimizer_unchanged(optimizer_before, model)
@@ -110,9 +112,9 @@ def test_non_finite_kl_is_reported():
     before = _parameters(model)
     original = model._rollout_distribution_params
 
-    def impossible_old_distribution() -> th.Tensor:
+    def impossible_old_distribution(buffer) -> th.Tensor:
         # A standard deviation of 0 makes the KL infinite
-        params = original()
+        params = original(buffer)
         params[:, params.shape[1] // 2 :] = -float("inf")
         return params
 
@@ -190,6 +192,31 @@ def test_an_interrupted_update_is_undone():
     # Two optimizer steps were taken before the interrupt, and undone with it
     _assert_unchanged(before, model)
     _assert_optimizer_unchanged(optimizer_before, model)
+
+
+def _rollback_fixture():
+    policy = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, device="cpu").policy
+    return policy, {name: value.clone() for name, value in policy.state_dict().items()}
+
+
+def test_rollback_restores_when_leaving_the_block_with_an_unchecked_non_finite_step():
+    policy, before = _rollback_fixture()
+    expected = pytest.raises(NonFiniteError, match=r"Non-finite value_loss=nan in gradient step 2")
+    with expected, UpdateRollback(policy, ("policy_loss", "value_loss")) as rollback:
+        rollback.record(th.tensor(0.5), th.tensor(1.0))
+        next(policy.parameters()).data += 1.0  # a step was taken
+        rollback.record(th.tensor(0.5), th.tensor(float("nan")))
+    assert all(th.equal(value, policy.state_dict()[name]) for name, value in before.items())
+
+
+def test_rollback_catches_parameters_made_non_finite_from_finite_terms():
+    policy, before = _rollback_fixture()
+    expected = pytest.raises(NonFiniteError, match=r"optimizer made a parameter non-finite in gradient steps 1-1")
+    with expected, UpdateRollback(policy, ("policy_loss",)) as rollback:
+        rollback.record(th.tensor(0.5))
+        next(policy.parameters()).data[0] = float("nan")  # e.g. Adam with eps=0 and a zero gradient: 0 / 0
+        rollback.check()
+    assert all(th.equal(value, policy.state_dict()[name]) for name, value in before.items())
 
 
 def test_penalty_train_twice_on_one_rollout_keeps_the_collecting_policy_as_reference():

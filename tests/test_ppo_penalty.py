@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.utils import set_random_seed
 from torch.distributions import Independent, kl_divergence
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.kl import distribution_params
 from sb3_ppo_variants.ppo_penalty.ppo_penalty import FULL_ROLLOUT_CHUNK_SIZE
 
@@ -29,7 +32,9 @@ class ProbedPPOPenalty(PPOPenalty):
             self.observation_space, self.action_space, self.lr_schedule, **self._policy_init_kwargs()
         )
         policy_before.load_state_dict(state_before)
-        with th.no_grad():
+        # Both in evaluation mode (dropout off), as the algorithm measures the KL
+        policy_before.set_training_mode(False)
+        with th.no_grad(), training_mode(self.policy, False):
             old = policy_before.get_distribution(observations)
             new = self.policy.get_distribution(observations)
             if isinstance(old.distribution, list):  # MultiCategorical
@@ -182,22 +187,49 @@ class CollectionProbedPPOPenalty(ProbedPPOPenalty):
         return complete
 
 
-def test_rollouts_larger_than_one_pass_chunk_match_a_one_pass_reference():
+@pytest.mark.parametrize("env_id, policy", [("CartPole-v1", "MlpPolicy"), (SimpleMultiObsEnv, "MultiInputPolicy")])
+def test_rollouts_larger_than_one_pass_chunk_match_a_one_pass_reference(env_id, policy):
     """The whole-rollout passes (old parameters at collection, the mean KL after the update) run in chunks."""
     n_steps, n_envs = 2100, 2
     assert n_steps * n_envs > FULL_ROLLOUT_CHUNK_SIZE
+    set_random_seed(0)
     model = CollectionProbedPPOPenalty(
-        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), seed=0, learning_rate=3e-3,
+        policy, make_vec_env(env_id, n_envs=n_envs, seed=0), seed=0, learning_rate=3e-3,
         n_steps=n_steps, batch_size=1050, n_epochs=1, device="cpu",
     )  # fmt: skip
     model.records, model.collected = [], []
     model.learn(2 * n_steps * n_envs)
     assert len(model.collected) == len(model.records) == 2
     for stored, reference in model.collected:
-        assert stored.shape == (n_steps * n_envs, 2)
+        assert stored.shape[0] == n_steps * n_envs
         assert th.equal(stored, reference)
     for record in model.records:
-        assert record["logged_kl"] == pytest.approx(record["reference_kl"], rel=1e-5)
+        assert record["logged_kl"] == pytest.approx(record["reference_kl"], rel=1e-4, abs=1e-7)
+
+
+class DropoutExtractor(FlattenExtractor):
+    """Features with dropout: the policy's output depends on its training mode."""
+
+    def __init__(self, observation_space) -> None:
+        super().__init__(observation_space)
+        self.dropout = th.nn.Dropout(0.5)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.dropout(super().forward(observations))
+
+
+def test_whole_rollout_passes_run_in_evaluation_mode():
+    """The old distribution and the mean KL are those of the deterministic (evaluation-mode) policy."""
+    model = CollectionProbedPPOPenalty(
+        "MlpPolicy", "CartPole-v1", seed=0, policy_kwargs={"features_extractor_class": DropoutExtractor}, **SMALL
+    )
+    model.records, model.collected = [], []
+    model.learn(2 * SMALL["n_steps"])
+    for stored, reference in model.collected:  # reference: computed right after collection, in evaluation mode
+        assert th.equal(stored, reference)
+    for record in model.records:
+        assert record["logged_kl"] == pytest.approx(record["reference_kl"], rel=1e-4, abs=1e-7)
+    assert model.policy.training  # train() leaves it in training mode, as SB3's
 
 
 class RatioRecordingPPOPenalty(PPOPenalty):

@@ -82,6 +82,23 @@ def test_select_all_lists_what_the_selection_would_miss(sb3_style_suite: pytest.
     assert "would not be selected" not in result.stdout.str()
 
 
+def test_an_expected_failure_that_passes_fails_the_run(sb3_style_suite: pytest.Pytester) -> None:
+    """The list cannot go stale: its entries are strict expected failures."""
+    sb3_style_suite.makepyfile(
+        test_tensorboard="""
+import pytest
+from stable_baselines3 import PPO
+
+@pytest.mark.parametrize("model_name", ["ppo"])
+def test_tensorboard(model_name):
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64)
+"""
+    )
+    result = sb3_style_suite.runpytest_subprocess("-p", "sb3_suite_plugin", "--ppo-variant", "PPOClip", "test_tensorboard.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*TensorBoard run folders are named after the algorithm*"])
+
+
 def test_expected_failures_match_sb3_node_ids() -> None:
     nodeid = "tests/test_tensorboard.py::test_tensorboard[ppo]"
     assert _expected_failure(EXPECTED_FAILURES["PPOClip"], nodeid) is not None

@@ -262,6 +262,9 @@ def test_function_callback(algo):
     model.learn(320, callback=callback)
     assert calls == [1, 2, 3, 4, 5]
     assert model.num_timesteps == 5
+    if algo is PPOPenalty:
+        # A rollout the callback cut short is not trained on: no old distribution was recorded for it
+        assert model.rollout_buffer.old_distribution_params is None
 
 
 @pytest.mark.parametrize("algo", ALGOS)

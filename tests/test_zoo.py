@@ -1,6 +1,7 @@
 """rl_zoo3 integration: registration, the shipped YAML files, search spaces and the command line."""
 
 import argparse
+import os
 import zipfile
 from pathlib import Path
 
@@ -123,28 +124,18 @@ def test_every_entry_trains(algo, env_id, tmp_path, monkeypatch):
     assert dict(saved)["n_steps"] == 64 and dict(saved)["policy"] == "MlpPolicy"
 
 
-def _train_briefly(algo: str, env_id: str, *hyperparameters: str) -> Path:
-    """Train through the command line with one small rollout; :return: the run's saved config.yml"""
+def _train_briefly(
+    algo: str, env_id: str, *hyperparameters: str, options: tuple[str, ...] = ()
+) -> tuple[Path, PPOClip | PPOPenalty]:
+    """Train through the command line with one small rollout; :return: the run's saved config.yml, and its model"""
     arguments = ["train", "--algo", algo, "--env", env_id, "-n", "128", "-f", "logs", "--seed", "0", "--eval-freq", "-1"]
-    main(
-        [
-            *arguments,
-            "--num-threads",
-            "1",
-            "--verbose",
-            "0",
-            "-params",
-            "n_envs:2",
-            "n_steps:64",
-            "batch_size:32",
-            *hyperparameters,
-        ]
-    )
+    arguments += ["--num-threads", "1", "--verbose", "0", *options]
+    main([*arguments, "-params", "n_envs:2", "n_steps:64", "batch_size:32", *hyperparameters])
     model_path = Path("logs") / algo / f"{env_id}_1" / f"{env_id}.zip"
     assert model_path.exists()
     model = (PPOClip if algo == "ppo_clip" else PPOPenalty).load(model_path)
     assert model.num_timesteps == 128
-    return model_path.parent / env_id / "config.yml"
+    return model_path.parent / env_id / "config.yml", model
 
 
 def _saved_hyperparameters(config: Path) -> dict:
@@ -161,10 +152,12 @@ def test_every_env_of_the_zoos_ppo_file_trains(algo, env_id, tmp_path, monkeypat
     zoo_key = next((key for key, example in ZOO_ENTRY_EXAMPLES.items() if example == env_id), env_id)
     if algo == "ppo_penalty":
         with pytest.warns(UserWarning, match=f"{env_id} has no entry in ppo_penalty.yml: PPOPenalty trains with rl_zoo3"):
-            saved = _saved_hyperparameters(_train_briefly(algo, env_id))
-        assert "clip_range" not in saved
+            config, model = _train_briefly(algo, env_id)
+        saved = _saved_hyperparameters(config)
+        assert "clip_range" not in saved and model.clip_range is None  # trained without clipping, as saved
     else:
-        saved = _saved_hyperparameters(_train_briefly(algo, env_id))
+        config, model = _train_briefly(algo, env_id)
+        saved = _saved_hyperparameters(config)
         assert saved.get("clip_range") == zoo_entries[zoo_key].get("clip_range")
     for key, value in zoo_entries[zoo_key].items():
         if key not in ("n_envs", "n_steps", "batch_size", "n_timesteps", "clip_range"):
@@ -174,8 +167,20 @@ def test_every_env_of_the_zoos_ppo_file_trains(algo, env_id, tmp_path, monkeypat
 def test_zoo_ppo_entry_keeps_the_users_clip_range_for_penalty(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="untuned for PPOPenalty"):
-        config = _train_briefly("ppo_penalty", "Ant-v4", "clip_range:0.3")
-    assert _saved_hyperparameters(config)["clip_range"] == 0.3
+        config, model = _train_briefly("ppo_penalty", "Ant-v4", "clip_range:0.3")
+    assert _saved_hyperparameters(config)["clip_range"] == 0.3 and model.clip_range(1.0) == 0.3
+
+
+def test_a_users_own_file_is_not_completed_from_the_zoos(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = tmp_path / "mine.yml"
+    conf.write_text("CartPole-v1:\n  policy: MlpPolicy\n  n_timesteps: 1000\n")
+    with pytest.raises(ValueError, match="Hyperparameters not found for ppo_clip-Pendulum-v1"):
+        main(["train", "--algo", "ppo_clip", "--env", "Pendulum-v1", "-f", "logs", "--conf-file", str(conf)])
+    # ...but this package's own file, however it is spelled, is
+    with pytest.warns(UserWarning, match="untuned for PPOPenalty"):
+        shipped = os.path.relpath(zoo_config_path("ppo_penalty"), tmp_path)
+        _train_briefly("ppo_penalty", "Ant-v4", options=("--conf-file", shipped))
 
 
 @pytest.mark.parametrize("algo", ["ppo_clip", "ppo_penalty"])

@@ -3,8 +3,10 @@ The policy's evaluation of a minibatch, the one place where the training loop ca
 
 :func:`evaluate_actions` returns what SB3's ``ActorCriticPolicy.evaluate_actions`` returns (values, log-probabilities,
 entropy) *and* the action distribution it used, so that an objective that needs the distribution (the KL penalty)
-gets the one of this minibatch without a second forward pass, and without reading the policy's stateful
-``action_dist``. A policy family with other inputs (action masks, recurrent states) plugs in here.
+gets the one of this minibatch without a second forward pass, and without relying on what the policy's stateful
+``action_dist`` holds after some other call. (For SB3's policies the distribution returned is ``action_dist`` itself,
+re-parameterized on this minibatch: use it before the policy's next call.) A policy family with other inputs (action
+masks, recurrent states) plugs in here.
 """
 
 from collections.abc import Iterator

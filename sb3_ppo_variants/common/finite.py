@@ -17,7 +17,10 @@ from stable_baselines3.common.policies import BasePolicy
 
 
 class NonFiniteError(FloatingPointError):
-    """Raised when training meets a NaN or infinite value; the model's parameters are left unchanged."""
+    """
+    Raised when training meets a NaN or infinite value: from the environment, before the value reaches the policy or
+    the rollout buffer; in an update, after undoing the whole update. Either way the model is left as it was.
+    """
 
 
 def _non_finite_arrays(named_values: dict[str, Any]) -> list[str]:
@@ -93,8 +96,8 @@ class UpdateRollback:
     Entering takes a copy of the policy's and its optimizer's state. Each gradient step records its scalar terms
     (:meth:`record`, tensors: no host synchronization); :meth:`check` (once per epoch) reads them with one transfer and,
     if one is not finite, restores the copy and raises :class:`NonFiniteError` naming the terms and the step. Any
-    exception leaving the block (a non-finite KL, an interrupt) also restores the copy: the model is always the one
-    before the update or the one after it.
+    exception leaving the block (a non-finite KL, an interrupt) also restores the copy: the policy and its optimizer
+    are always those of before the update or those of after it.
 
     :param policy: The policy whose parameters, and whose ``optimizer``, the update changes
     :param term_names: Names of the terms recorded per step, in :meth:`record`'s order
@@ -133,15 +136,25 @@ class UpdateRollback:
         self.policy.optimizer.load_state_dict(self._optimizer_state)
 
     def check(self) -> None:
-        """Raise :class:`NonFiniteError` if a step recorded since the last check was not finite (the block then restores)."""
+        """
+        Raise :class:`NonFiniteError` if a step recorded since the last check was not finite, or if the optimizer made
+        a parameter non-finite from finite terms (e.g. Adam with ``eps=0``); the block then restores.
+        """
         unchecked, first_step = self._steps[self._checked :], self._checked
         self._checked = len(self._steps)
         if not unchecked:
             return
         terms = th.stack(unchecked)
         finite_steps = th.isfinite(terms).all(dim=1)
-        if finite_steps.all().item():
-            return
-        first_bad = int(th.nonzero(~finite_steps)[0, 0])
-        bad_terms = dict(zip(self.term_names, terms[first_bad].tolist(), strict=True))
-        _check_finite_update(bad_terms, step=first_step + first_bad + 1)
+        finite_parameters = th.stack([th.isfinite(parameter).all() for parameter in self.policy.parameters()]).all()
+        steps_ok, parameters_ok = th.stack([finite_steps.all(), finite_parameters]).tolist()  # one host transfer
+        if not steps_ok:
+            first_bad = int(th.nonzero(~finite_steps)[0, 0])
+            bad_terms = dict(zip(self.term_names, terms[first_bad].tolist(), strict=True))
+            _check_finite_update(bad_terms, step=first_step + first_bad + 1)
+        if not parameters_ok:
+            raise NonFiniteError(
+                f"The optimizer made a parameter non-finite in gradient steps {first_step + 1}-{len(self._steps)} of the "
+                "update, from finite losses and gradients; the update was undone and the parameters are unchanged (as "
+                "before the update). Check the optimizer's settings (e.g. Adam's eps > 0)."
+            )

@@ -28,7 +28,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, explained_variance
 from torch.nn import functional as F
 
 from sb3_ppo_variants.common.buffers import (
@@ -57,6 +57,15 @@ RolloutSamples = ProximalRolloutBufferSamples | ProximalDictRolloutBufferSamples
 def _to_floats(scalars: list[th.Tensor]) -> list[float]:
     """:return: The values of 0-d tensors as Python floats, with one host transfer for all of them"""
     return th.stack(scalars).tolist()
+
+
+def _is_infinite_constant(value: Any) -> bool:
+    """:return: Whether ``value`` is +inf, or SB3's constant schedule of +inf (possibly wrapped in a FloatSchedule)"""
+    if isinstance(value, FloatSchedule):
+        value = value.value_schedule
+    if isinstance(value, ConstantSchedule):
+        value = value.val
+    return isinstance(value, (float, int)) and math.isinf(value) and value > 0
 
 
 @contextmanager
@@ -227,8 +236,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             super()._setup_model()
         finally:
             self.rollout_buffer_class = named_class
-        # A checkpoint stores "no clipping" as an infinite clip range, which SB3's PPO can read (see save())
-        if isinstance(self.clip_range, (float, int)) and math.isinf(self.clip_range):
+        # A checkpoint stores "no clipping" as an infinite clip range, which SB3's PPO can read (see save()); SB3's PPO
+        # saves it back as a constant schedule
+        if _is_infinite_constant(self.clip_range):
             self.clip_range = None
         self._check_clip_range_given(self.clip_range)
         if self.clip_range is not None:
@@ -337,6 +347,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         parameters = list(self.policy.parameters())
 
         continue_training = True
+        # Counted into self._n_updates once the update is kept (the rollback undoes all of it)
+        epochs_done = 0
         with UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
             # train for n_epochs epochs
             for epoch in range(self.n_epochs):
@@ -382,7 +394,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                             approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
                             approx_kl_divs.append(approx_kl_div)
 
-                    if self.target_kl is not None and approx_kl_div.item() > 1.5 * self.target_kl:
+                    # Compared in float32, as SB3 compares its float32 array
+                    if self.target_kl is not None and approx_kl_div.cpu().numpy() > 1.5 * self.target_kl:
                         continue_training = False
                         if self.verbose >= 1:
                             print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div.item():.2f}")
@@ -397,11 +410,12 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                     self.policy.optimizer.step()
 
                 rollback.check()
-                self._n_updates += 1
+                epochs_done += 1
                 if not continue_training:
                     break
 
             self._after_policy_update()
+        self._n_updates += epochs_done
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
@@ -484,7 +498,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     ) -> None:
         """
         SB3's ``save()``, writing a checkpoint that SB3's ``PPO.load`` also reads where this package is not installed:
-        it names SB3's classes only, and "no clipping" (``clip_range=None``, which SB3's PPO cannot read) is stored as
+        it names SB3's classes (the rollout buffer's too, unless one of this package's was passed as
+        ``rollout_buffer_class``), and "no clipping" (``clip_range=None``, which SB3's PPO cannot read) is stored as
         an infinite clip range (the same objective for SB3's PPO; read back as None here).
 
         :param path: path to the file where the rl agent should be saved

@@ -12,6 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.common.adaptive_beta import adapt_beta
+from sb3_ppo_variants.common.buffers import ProximalDictRolloutBuffer, ProximalRolloutBuffer
 from sb3_ppo_variants.common.checks import check_arguments
 from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.finite import NonFiniteError
@@ -177,10 +178,10 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _rollout_chunks(self) -> Iterator[tuple[slice, PyTorchObs]]:
+    def _rollout_chunks(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> Iterator[tuple[slice, PyTorchObs]]:
         """:return: The rollout's observations (flattened over envs) in consecutive chunks, with their rows"""
-        observations = self.rollout_buffer.flat_observations()
-        n_transitions = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
+        observations = buffer.flat_observations()
+        n_transitions = buffer.buffer_size * buffer.n_envs
         for start in range(0, n_transitions, FULL_ROLLOUT_CHUNK_SIZE):
             rows = slice(start, start + FULL_ROLLOUT_CHUNK_SIZE)
             if isinstance(observations, dict):
@@ -189,10 +190,11 @@ class PPOPenalty(ProximalPolicyAlgorithm):
                 yield rows, observations[rows]
 
     @th.no_grad()
-    def _rollout_distribution_params(self) -> th.Tensor:
+    def _rollout_distribution_params(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> th.Tensor:
         """:return: The current policy's distribution parameters on every state of the rollout (evaluation mode)"""
         with training_mode(self.policy, False):
-            return th.cat([distribution_params(self.policy.get_distribution(obs)) for _, obs in self._rollout_chunks()])
+            chunks = self._rollout_chunks(buffer)
+            return th.cat([distribution_params(self.policy.get_distribution(obs)) for _, obs in chunks])
 
     @th.no_grad()
     def _rollout_kl_divergences(self, old_params: th.Tensor) -> th.Tensor:
@@ -204,7 +206,7 @@ class PPOPenalty(ProximalPolicyAlgorithm):
             return th.cat(
                 [
                     kl_divergence_from_params(old_params[rows], self.policy.get_distribution(obs))
-                    for rows, obs in self._rollout_chunks()
+                    for rows, obs in self._rollout_chunks(self.rollout_buffer)
                 ]
             )
 
@@ -213,8 +215,9 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     ) -> bool:
         complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
+            assert isinstance(rollout_buffer, ProximalRolloutBuffer | ProximalDictRolloutBuffer), "see _setup_model"
             # The policy that collected the rollout, once per rollout: the reference of the KL in train()
-            self.rollout_buffer.set_old_distribution_params(self._rollout_distribution_params())
+            rollout_buffer.set_old_distribution_params(self._rollout_distribution_params(rollout_buffer))
         return complete
 
     def _policy_objective(

@@ -104,7 +104,7 @@ class TuningExperimentManager(ExperimentManager):
 
         :return: Whether rl_zoo3's PPO file is read instead of this package's
         """
-        if self.algo not in ZOO_ALGOS or Path(self.config) != zoo_config_path(self.algo):
+        if self.algo not in ZOO_ALGOS or Path(self.config).resolve() != zoo_config_path(self.algo).resolve():
             return False  # another algorithm, or the user's own file
         with open(self.config) as file:
             if self.env_name.gym_id in yaml.safe_load(file):
