@@ -495,9 +495,9 @@ def speed_summary(results: Path = RESULTS) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for path in sorted((results / "speed").glob("*.md")):
+        if "throughput ratio" not in path.read_text():
+            continue  # a profile or a memory comparison
         title, rows, identical = read_speed_table(path)
-        if not rows:
-            continue  # a profile, not a comparison
         cells = [rows[name]["throughput"] if name in rows else "n/a" for name in SPEED_ALGORITHMS]
         penalty_over_clip = "n/a"
         if "PPOClip" in rows and "PPOPenalty" in rows:

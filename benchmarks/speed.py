@@ -4,19 +4,25 @@ Side-by-side wall time of SB3's PPO, PPOClip and PPOPenalty on the same task, se
 The algorithms run alternately (PPO, PPOClip, PPOPenalty, PPO, ...) ``--repeats`` times, so that a change in the
 machine's load hits all of them alike; the table gives the median wall time of ``learn()`` per algorithm, its ratio
 to SB3's PPO, and whether PPOClip's final parameters equal PPO's bit for bit. ``--profile`` instead runs each
-algorithm once under cProfile and prints where the time goes (collection, update, and the parts of a gradient step).
+algorithm once under cProfile and prints where the time goes (collection, update, and the parts of a gradient step);
+``--memory`` runs each algorithm once in a process of its own and compares their peak resident memory.
 
 Usage::
 
     python -m benchmarks.speed --task cartpole --timesteps 50000 --repeats 5
     python -m benchmarks.speed --task cnn --device cuda
     python -m benchmarks.speed --task hopper --profile
+    python -m benchmarks.speed --task cnn-84 --memory
 """
 
 import argparse
+import concurrent.futures
 import cProfile
+import functools
+import multiprocessing
 import platform
 import pstats
+import resource
 import shlex
 import statistics
 import sys
@@ -93,10 +99,20 @@ def make_task(name: str) -> SpeedTask:
             timesteps=8_192,
             description="CnnPolicy (NatureCNN) on 36x36x1 random images, 8 envs, rl-zoo Atari-like settings",
         )
+    if name == "cnn-84":
+        # Atari-sized frames (84x84 grayscale), a large rollout: where the passes over the whole rollout weigh most
+        return SpeedTask(
+            functools.partial(SeededImageEnv, size=84),
+            4,
+            {"n_steps": 1024, "batch_size": 256, "n_epochs": 1, "learning_rate": 2.5e-4, "ent_coef": 0.01},
+            policy="CnnPolicy",
+            timesteps=8_192,
+            description="CnnPolicy (NatureCNN) on 84x84x1 random images, 4 envs x 1024 steps, minibatch 256, 1 epoch",
+        )
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")
 
 
-TASKS = ("cartpole", "pendulum-gsde", "hopper", "cnn")
+TASKS = ("cartpole", "pendulum-gsde", "hopper", "cnn", "cnn-84")
 ALGORITHMS: dict[str, tuple[type, bool]] = {
     "SB3 PPO": (PPO, False),
     "PPOClip": (PPOClip, False),
@@ -145,6 +161,56 @@ PROFILE_PARTS = (
 )
 
 
+def _env_name(task: SpeedTask) -> str:
+    env_id = task.env_id.func if isinstance(task.env_id, functools.partial) else task.env_id
+    return env_id if isinstance(env_id, str) else env_id.__name__
+
+
+def _device_name(device: str) -> str:
+    return th.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
+
+
+def _memory_run(name: str, task_name: str, timesteps: int, seed: int, device: str, threads: int) -> tuple[float, float]:
+    """
+    One run in a process of its own (see :func:`_memory_table`).
+
+    :return: The process's resident memory (MiB) once the model is built, and its peak over the whole run
+    """
+    th.set_num_threads(threads)
+    model = _make_model(name, make_task(task_name), seed, device)
+    with open("/proc/self/statm") as statm:
+        built = int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    model.learn(timesteps)
+    return built, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _memory_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> str:
+    """:return: The Markdown block of a memory comparison: each algorithm's peak resident memory in a fresh process"""
+    measured = {}
+    for name in names:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            measured[name] = pool.submit(
+                _memory_run, name, args.task, args.timesteps, args.seed, args.device, args.threads
+            ).result()
+        print(f"{name}: {measured[name][0]:.0f} MiB once built, peak {measured[name][1]:.0f} MiB", flush=True)
+    reference_built, reference_peak = measured["SB3 PPO"]
+    lines = [
+        f"### Peak memory: {args.task} ({_env_name(task)}, {task.description})\n",
+        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps, one fresh process per "
+        f"algorithm (Linux peak resident set size), seed {args.seed}, device {args.device} ({_device_name(args.device)}), "
+        f"torch {th.__version__}, {date.today().isoformat()}.\n",
+        "| algorithm | peak resident memory (MiB) | ratio to SB3 PPO | growth after the model is built (MiB) "
+        "| growth ratio to SB3 PPO |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (built, peak) in measured.items():
+        growth, reference_growth = peak - built, reference_peak - reference_built
+        growth_ratio = f"{growth / reference_growth:.2f}" if reference_growth > 0 else "n/a"
+        lines.append(f"| {name} | {peak:.0f} | {peak / reference_peak:.2f} | {growth:.0f} | {growth_ratio} |")
+    return "\n".join(lines) + "\n"
+
+
 def _as_tuple(fragments: str | tuple[str, ...]) -> tuple[str, ...]:
     return fragments if isinstance(fragments, tuple) else (fragments,)
 
@@ -171,9 +237,8 @@ def _profile(name: str, task: SpeedTask, timesteps: int, seed: int, device: str)
 def _profile_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> str:
     """:return: The Markdown block of a profile: its command and conditions, and where each algorithm's time goes"""
     profiles = {name: _profile(name, task, args.timesteps, args.seed, args.device) for name in names}
-    env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
     lines = [
-        f"### Where the time goes: {args.task} ({env_name}, {task.description})\n",
+        f"### Where the time goes: {args.task} ({_env_name(task)}, {task.description})\n",
         f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps, one run each, seed "
         f"{args.seed}, device {args.device}, torch {th.__version__}, {date.today().isoformat()}. Cumulative seconds under "
         "cProfile, which inflates Python-heavy parts; shares of learn in brackets (single runs are noisy: read the "
@@ -198,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (SB3 users on small nets: 1)")
     parser.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--profile", action="store_true", help="Profile one run of each algorithm instead")
+    parser.add_argument("--memory", action="store_true", help="Measure each algorithm's peak memory instead")
     parser.add_argument("--output", type=Path, help="Also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
@@ -207,6 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     names = ["SB3 PPO", *(name for name in args.algos if name != "SB3 PPO")]
     if args.profile:
         _write_table(_profile_table(args, task, names), args.output)
+        return
+    if args.memory:
+        _write_table(_memory_table(args, task, names), args.output)
         return
 
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -243,12 +312,11 @@ def _ratio_table(
 ) -> str:
     """:return: The Markdown block of one comparison: its command and conditions, the table, the equality check"""
     reference, cpu_reference = statistics.median(times["SB3 PPO"]), statistics.median(cpu_times["SB3 PPO"])
-    device_name = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    env_name = task.env_id if isinstance(task.env_id, str) else task.env_id.__name__
     lines = [
-        f"### {args.task}: {env_name}, {task.description}\n",
+        f"### {args.task}: {_env_name(task)}, {task.description}\n",
         f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps per run, seed {args.seed}, "
-        f"device {args.device} ({device_name}), {args.threads} torch thread(s), {args.repeats} repeats in rotating order, "
+        f"device {args.device} ({_device_name(args.device)}), {args.threads} torch thread(s), {args.repeats} repeats in "
+        "rotating order, "
         f"torch {th.__version__}, {date.today().isoformat()}.\n",
         # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine
         "| algorithm | median wall time (s) | time ratio to SB3 PPO | throughput ratio (min-max over repeats) "

@@ -223,7 +223,14 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys):
     profile = capsys.readouterr().out
     assert "| learn (total) | " in profile and "|   backward | " in profile and "| SB3 PPO | PPOPenalty |" in profile
     assert profile_output.read_text().startswith("### Where the time goes: cnn")
-    # The summary takes the comparisons, not the profiles
+    memory_output = tmp_path / "speed" / "memory.md"
+    speed_main(
+        ["--task", "cartpole", "--timesteps", "256", "--memory", "--algos", "PPOPenalty", "--output", str(memory_output)]
+    )
+    memory = rows_of(memory_output.read_text())
+    assert memory["SB3 PPO"][2] == "1.00" and memory["SB3 PPO"][4] in ("1.00", "n/a")
+    assert float(memory["PPOPenalty"][1]) > 100  # MiB: a process with torch and a model
+    # The summary takes the comparisons, not the profiles nor the memory tables
     summary = speed_summary(tmp_path).splitlines()
     assert len(summary) == 3 and summary[2].startswith("| CartPole-v1, ")
     title, rows, identical = read_speed_table(output)

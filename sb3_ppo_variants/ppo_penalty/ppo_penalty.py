@@ -4,10 +4,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -20,8 +22,21 @@ from sb3_ppo_variants.common.kl import distribution_params, kl_divergence_from_p
 from sb3_ppo_variants.common.objectives import PolicyLoss, kl_penalized_surrogate_loss
 from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples
 
-# States per forward pass when the whole rollout goes through the policy (old parameters, mean KL)
-FULL_ROLLOUT_CHUNK_SIZE = 4096
+# Observation bytes (as float32, the policy's input) per forward pass when the whole rollout goes through the policy
+# (old distribution, mean KL): a pass's activations grow with its input, so this keeps them small next to a training
+# step's memory whatever the network, while small observations still go in few passes
+FULL_ROLLOUT_PASS_BYTES = 8 * 2**20
+
+
+def states_per_pass(observation_space: spaces.Space, batch_size: int, n_transitions: int) -> int:
+    """
+    :param observation_space: The observation space (images, vectors or a Dict of them)
+    :param batch_size: The training minibatch size: a pass never takes fewer states
+    :param n_transitions: The rollout's size: a pass never takes more
+    :return: States per forward pass over the whole rollout, from ``FULL_ROLLOUT_PASS_BYTES``
+    """
+    bytes_per_state = 4 * get_flattened_obs_dim(observation_space)
+    return min(n_transitions, max(batch_size, FULL_ROLLOUT_PASS_BYTES // bytes_per_state))
 
 
 class PPOPenalty(ProximalPolicyAlgorithm):
@@ -182,8 +197,9 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         """:return: The rollout's observations (flattened over envs) in consecutive chunks, with their rows"""
         observations = buffer.flat_observations()
         n_transitions = buffer.buffer_size * buffer.n_envs
-        for start in range(0, n_transitions, FULL_ROLLOUT_CHUNK_SIZE):
-            rows = slice(start, start + FULL_ROLLOUT_CHUNK_SIZE)
+        chunk_size = states_per_pass(self.observation_space, self.batch_size, n_transitions)
+        for start in range(0, n_transitions, chunk_size):
+            rows = slice(start, start + chunk_size)
             if isinstance(observations, dict):
                 yield rows, {key: obs[rows] for key, obs in observations.items()}
             else:
