@@ -12,7 +12,7 @@ permutation per ``get()`` call, so the same RNG consumption), with two differenc
   rollout is collected (by PPOPenalty), is returned with every minibatch.
 """
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -89,15 +89,22 @@ def _rows(tensor: th.Tensor, batch: slice) -> th.Tensor:
     return rows
 
 
-def _sliced(samples: Samples, batch: slice) -> Samples:
-    """:return: The rows ``batch`` of every tensor of ``samples``"""
+def map_observations(function: Callable[[Any], Any], observations: Any) -> Any:
+    """
+    :param function: What to do with an array or tensor of observations
+    :param observations: An array or tensor, or a dict of them (Dict observation spaces)
+    :return: ``function`` of the observations, or the dict of ``function`` of each of them
+    """
+    if isinstance(observations, dict):
+        return {key: function(value) for key, value in observations.items()}
+    return function(observations)
 
-    def rows(value: Any) -> Any:  # a tensor, a dict of tensors (observations) or None
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            return {key: _rows(tensor, batch) for key, tensor in value.items()}
-        return _rows(value, batch)
+
+def _sliced(samples: Samples, batch: slice) -> Samples:
+    """:return: The rows ``batch`` of every tensor of ``samples`` (a field may also be a dict of tensors, or None)"""
+
+    def rows(value: Any) -> Any:
+        return None if value is None else map_observations(lambda tensor: _rows(tensor, batch), value)
 
     return samples._replace(**{name: rows(getattr(samples, name)) for name in samples._fields})
 
@@ -135,18 +142,12 @@ class _ProximalBuffer:
     def _prepare_tensors(self) -> dict[str, Any]:
         """:return: The whole rollout, flattened over envs (SB3's order), as tensors on the buffer's device"""
         if not self.generator_ready:
-            if isinstance(self.observations, dict):
-                self.observations = {key: self.swap_and_flatten(obs) for key, obs in self.observations.items()}
-            else:
-                self.observations = self.swap_and_flatten(self.observations)
+            self.observations = map_observations(self.swap_and_flatten, self.observations)
             for name in ("actions", "values", "log_probs", "advantages", "returns"):
                 self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
             self.generator_ready = True
         if self._tensors is None:
-            if isinstance(self.observations, dict):
-                observations: Any = {key: th.as_tensor(obs, device=self.device) for key, obs in self.observations.items()}
-            else:
-                observations = th.as_tensor(self.observations, device=self.device)
+            observations = map_observations(lambda array: th.as_tensor(array, device=self.device), self.observations)
             self._tensors = {"observations": observations, **_flat_transition_tensors(self)}  # type: ignore[arg-type]
         return self._tensors
 
@@ -164,13 +165,8 @@ class _ProximalBuffer:
     def _get_samples(self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None) -> Any:
         tensors = self._prepare_tensors()
         batch_inds = th.as_tensor(batch_inds, device=self.device)
-        observations = tensors["observations"]
-        if isinstance(observations, dict):
-            batch_observations: Any = {key: obs[batch_inds] for key, obs in observations.items()}
-        else:
-            batch_observations = observations[batch_inds]
         return self._samples_class(
-            observations=batch_observations,
+            observations=map_observations(lambda observations: observations[batch_inds], tensors["observations"]),
             actions=tensors["actions"][batch_inds],
             old_values=tensors["old_values"][batch_inds],
             old_log_prob=tensors["old_log_prob"][batch_inds],

@@ -1,4 +1,5 @@
 import math
+import operator
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.common.adaptive_beta import adapt_beta
-from sb3_ppo_variants.common.buffers import ProximalDictRolloutBuffer, ProximalRolloutBuffer
+from sb3_ppo_variants.common.buffers import ProximalDictRolloutBuffer, ProximalRolloutBuffer, map_observations
 from sb3_ppo_variants.common.checks import check_arguments
 from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.finite import NonFiniteError
@@ -200,10 +201,7 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         chunk_size = states_per_pass(self.observation_space, self.batch_size, n_transitions)
         for start in range(0, n_transitions, chunk_size):
             rows = slice(start, start + chunk_size)
-            if isinstance(observations, dict):
-                yield rows, {key: obs[rows] for key, obs in observations.items()}
-            else:
-                yield rows, observations[rows]
+            yield rows, map_observations(operator.itemgetter(rows), observations)
 
     @th.no_grad()
     def _rollout_distribution_params(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> th.Tensor:
