@@ -10,6 +10,7 @@ import csv
 import math
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -469,41 +470,75 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 README_SPEED_BEGIN, README_SPEED_END = "<!-- speed summary: begin -->", "<!-- speed summary: end -->"
 
 
-def read_speed_table(path: Path) -> tuple[str, dict[str, dict[str, str]], str]:
+STEADY_COLUMNS = ("rate", "steady", "first", "compilation", "break_even", "end_to_end_100k", "end_to_end_1m")
+END_TO_END_COLUMNS = ("first", "end_to_end")
+
+
+@dataclass
+class SpeedTable:
     """
-    :param path: A table written by ``benchmarks/speed.py --output``
-    :return: The task's title, per algorithm its cells (``time_ratio``, ``throughput``: e.g. ``1.13x (0.94-1.23)``),
-        and the bit-identity check (e.g. ``5/5``; empty without one)
+    A comparison written by ``benchmarks/speed.py --output``.
+
+    :param title: The task, its env and settings
+    :param steady: Whether it measured the steady state (else only end-to-end learn() times)
+    :param rows: Per algorithm, its cells by column name (``STEADY_COLUMNS`` or ``END_TO_END_COLUMNS``)
+    :param identical: The bit-identity check of PPOClip and SB3 PPO (e.g. ``3/3``; empty without one)
+    :param steps: The budget of the first learn()
     """
-    title, rows, identical = "", {}, ""
-    for line in path.read_text().splitlines():
-        if line.startswith("### "):
-            title = line[4:].split(": ", 1)[-1]
+
+    title: str
+    steady: bool
+    rows: dict[str, dict[str, str]]
+    identical: str
+    steps: int
+
+
+def read_speed_table(path: Path) -> SpeedTable:
+    """:param path: A table written by ``benchmarks/speed.py --output``"""
+    text = path.read_text()
+    title = next(line[4:].split(": ", 1)[-1] for line in text.splitlines() if line.startswith("### "))
+    steady = "steady throughput ratio" in text
+    columns = STEADY_COLUMNS if steady else END_TO_END_COLUMNS
+    rows, identical = {}, ""
+    for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0] in ("SB3 PPO", *SPEED_ALGORITHMS):
-            rows[cells[0]] = {"time_ratio": cells[2], "throughput": cells[3]}
+            rows[cells[0]] = dict(zip(columns, cells[1:], strict=True))
         if "final parameters equal SB3 PPO's" in line:
             identical = line.split(" in ")[-1].split(" repeats")[0]
-    return title, rows, identical
+    steps = int(text.split("a first learn() of ")[1].split(" steps")[0])
+    return SpeedTable(title, steady, rows, identical, steps)
+
+
+def _fast_modes(table: SpeedTable, column: str) -> str:
+    """:return: The column's cells of PPOClip and PPOPenalty in fast mode, as ``clip / penalty``"""
+    return " / ".join(table.rows[name][column] if name in table.rows else "n/a" for name in SPEED_ALGORITHMS[2:])
 
 
 def speed_summary(results: Path = RESULTS) -> str:
-    """:return: A Markdown table of the throughput ratios to SB3's PPO of every comparison in ``results/speed/``"""
+    """:return: A Markdown table of every comparison in ``results/speed/``: ratios to SB3's PPO, compilation"""
     lines = [
-        "| task | PPOClip | PPOClip = SB3 PPO (repeats) | PPOPenalty | PPOPenalty / PPOClip time | PPOClip fast_mode "
-        "| PPOPenalty fast_mode |",
-        "|---|---|---|---|---|---|---|",
+        "| task | PPOClip | PPOClip = SB3 PPO (repeats) | PPOPenalty | PPOClip fast_mode | PPOPenalty fast_mode "
+        "| fast_mode compilation (s) | fast_mode break-even (steps) | fast_mode end to end at 1M steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted((results / "speed").glob("*.md")):
-        if "throughput ratio" not in path.read_text():
+        if "ratio to SB3 PPO (min-max)" not in path.read_text():
             continue  # a profile or a memory comparison
-        title, rows, identical = read_speed_table(path)
-        cells = [rows[name]["throughput"] if name in rows else "n/a" for name in SPEED_ALGORITHMS]
-        penalty_over_clip = "n/a"
-        if "PPOClip" in rows and "PPOPenalty" in rows:
-            penalty_over_clip = f"{float(rows['PPOPenalty']['time_ratio']) / float(rows['PPOClip']['time_ratio']):.2f}"
+        table = read_speed_table(path)
+        if table.steady:
+            ratios = [table.rows[name]["steady"] if name in table.rows else "n/a" for name in SPEED_ALGORITHMS]
+            compilation, break_even = _fast_modes(table, "compilation"), _fast_modes(table, "break_even")
+            end_to_end = _fast_modes(table, "end_to_end_1m") + " (from the steady state)"
+            title = table.title
+        else:
+            ratios = [table.rows[name]["end_to_end"] if name in table.rows else "n/a" for name in SPEED_ALGORITHMS]
+            compilation = break_even = "n/a"
+            end_to_end = _fast_modes(table, "end_to_end") + (" (measured)" if table.steps >= 1_000_000 else "")
+            title = f"{table.title}; {table.steps:,} steps end to end"
         lines.append(
-            f"| {title} | {cells[0]} | {identical or 'n/a'} | {cells[1]} | {penalty_over_clip} | {cells[2]} | {cells[3]} |"
+            f"| {title} | {ratios[0]} | {table.identical or 'n/a'} | {ratios[1]} | {ratios[2]} | {ratios[3]} "
+            f"| {compilation} | {break_even} | {end_to_end} |"
         )
     return "\n".join(lines) + "\n"
 

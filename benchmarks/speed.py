@@ -1,15 +1,23 @@
 """
-Side-by-side wall time of SB3's PPO, PPOClip and PPOPenalty on the same task, seed and machine.
+Side-by-side wall time of SB3's PPO, PPOClip and PPOPenalty (default and fast mode) on the same task, seed and machine.
 
-The algorithms run alternately (PPO, PPOClip, PPOPenalty, PPO, ...) ``--repeats`` times, so that a change in the
-machine's load hits all of them alike; the table gives the median wall time of ``learn()`` per algorithm, its ratio
-to SB3's PPO, and whether PPOClip's final parameters equal PPO's bit for bit. ``--profile`` instead runs each
-algorithm once under cProfile and prints where the time goes (collection, update, and the parts of a gradient step);
-``--memory`` runs each algorithm once in a process of its own and compares their peak resident memory.
+Each run is a fresh process with an empty compilation cache (what a user's first run pays): it builds the model,
+times a first ``learn()`` of ``--warmup`` steps (which compiles, in fast mode), then a second ``learn()`` of
+``--timesteps`` more steps (the steady state). The algorithms run alternately (PPO, PPOClip, PPOPenalty, ...)
+``--repeats`` times, each repeat starting with the next one, so that a change in the machine's load hits all of them
+alike. The table gives, per algorithm, the median steady throughput and its ratio to SB3's PPO; the one-off cost of
+the first ``learn()`` beyond its steps at the steady rate (compilation, in fast mode), its excess over SB3 PPO's
+(the compilation time), the budget from which the algorithm is faster end to end than SB3's PPO (break-even), and
+the end-to-end ratio at 100k and 1M steps that these measured figures give (one-off cost + steps / steady rate); and
+the measured end-to-end ratio of the first ``learn()``. It also checks that PPOClip's final parameters equal SB3
+PPO's with ``torch.equal``. ``--profile`` instead runs each algorithm once under cProfile and prints where the time
+goes (collection, update, and the parts of a gradient step); ``--memory`` runs each algorithm once in a process of
+its own and compares their peak resident memory.
 
 Usage::
 
-    python -m benchmarks.speed --task cartpole --timesteps 50000 --repeats 5
+    python -m benchmarks.speed --task cartpole --warmup 20480 --timesteps 20480 --repeats 3
+    python -m benchmarks.speed --task cartpole --warmup 1000000 --timesteps 0 --repeats 1 --algos "PPOClip fast_mode"
     python -m benchmarks.speed --task cnn --device cuda
     python -m benchmarks.speed --task hopper --profile
     python -m benchmarks.speed --task cnn-84 --memory
@@ -20,12 +28,14 @@ import concurrent.futures
 import cProfile
 import functools
 import multiprocessing
+import os
 import platform
 import pstats
 import resource
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,19 +143,49 @@ def _make_model(name: str, task: SpeedTask, seed: int, device: str) -> Any:
     return algo(task.policy, env, seed=seed, device=device, **keywords)
 
 
-def _timed_run(
-    name: str, task: SpeedTask, timesteps: int, seed: int, device: str
-) -> tuple[float, float, dict[str, th.Tensor]]:
-    model = _make_model(name, task, seed, device)
-    if device.startswith("cuda"):
-        th.cuda.synchronize()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model.learn(timesteps)
-    if device.startswith("cuda"):
-        th.cuda.synchronize()
-    elapsed, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
+@dataclass
+class TimedRun:
+    """
+    :param first: Wall time of the first ``learn()`` (s), compilation included
+    :param steady: Wall time of the second ``learn()`` (s); 0 without one
+    :param cpu_time: CPU time of both (s)
+    :param state: The policy's final parameters
+    """
+
+    first: float
+    steady: float
+    cpu_time: float
+    state: dict[str, th.Tensor]
+
+
+def _timed_run(name: str, task_name: str, warmup: int, timesteps: int, seed: int, device: str, threads: int) -> TimedRun:
+    """One run, meant for a fresh process (see the module docstring): its compilation starts from an empty cache."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="sb3pv-speed-inductor-")
+    th.set_num_threads(threads)
+    model = _make_model(name, make_task(task_name), seed, device)
+
+    def timed_learn(steps: int, first: bool) -> float:
+        if device.startswith("cuda"):
+            th.cuda.synchronize()
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=first)
+        if device.startswith("cuda"):
+            th.cuda.synchronize()
+        return time.perf_counter() - start
+
+    cpu_start = time.process_time()
+    first = timed_learn(warmup, first=True)
+    steady = timed_learn(timesteps, first=False) if timesteps > 0 else 0.0
+    cpu_time = time.process_time() - cpu_start
     model.get_env().close()
-    return elapsed, cpu_time, {key: value.cpu() for key, value in model.policy.state_dict().items()}
+    return TimedRun(first, steady, cpu_time, {key: value.cpu() for key, value in model.policy.state_dict().items()})
+
+
+def _in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """:return: ``function(*args)``, run in a new (spawned) Python process"""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
 
 
 # Where a run's time goes: (label, cProfile function name, file name fragment(s); "" matches any file)
@@ -188,11 +228,7 @@ def _memory_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) -
     """:return: The Markdown block of a memory comparison: each algorithm's peak resident memory in a fresh process"""
     measured = {}
     for name in names:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            measured[name] = pool.submit(
-                _memory_run, name, args.task, args.timesteps, args.seed, args.device, args.threads
-            ).result()
+        measured[name] = _in_fresh_process(_memory_run, name, args.task, args.timesteps, args.seed, args.device, args.threads)
         print(f"{name}: {measured[name][0]:.0f} MiB once built, peak {measured[name][1]:.0f} MiB", flush=True)
     reference_built, reference_peak = measured["SB3 PPO"]
     lines = [
@@ -256,8 +292,9 @@ def _profile_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--task", choices=TASKS, default="cartpole")
-    parser.add_argument("--timesteps", type=int, help="Budget of one learn() (default: the task's)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, help="Steps of the first learn(), which compiles (default: the task's budget)")
+    parser.add_argument("--timesteps", type=int, help="Steps of the timed steady-state learn() (default: the task's budget)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (SB3 users on small nets: 1)")
@@ -269,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = sys.argv[1:] if argv is None else argv
     th.set_num_threads(args.threads)
     task = make_task(args.task)
-    args.timesteps = args.timesteps or task.timesteps
+    args.timesteps = task.timesteps if args.timesteps is None else args.timesteps
+    args.warmup = task.timesteps if args.warmup is None else args.warmup
     names = ["SB3 PPO", *(name for name in args.algos if name != "SB3 PPO")]
     if args.profile:
         _write_table(_profile_table(args, task, names), args.output)
@@ -278,21 +316,25 @@ def main(argv: list[str] | None = None) -> None:
         _write_table(_memory_table(args, task, names), args.output)
         return
 
-    times: dict[str, list[float]] = {name: [] for name in names}
-    cpu_times: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, list[TimedRun]] = {name: [] for name in names}
     identical = []
     for repeat in range(args.repeats):
         states = {}
         # Each repeat starts with another algorithm, so that none always runs in the same position
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            elapsed, cpu_time, states[name] = _timed_run(name, task, args.timesteps, args.seed, args.device)
-            times[name].append(elapsed)
-            cpu_times[name].append(cpu_time)
-            print(f"repeat {repeat + 1}/{args.repeats} {name}: {elapsed:.2f} s wall, {cpu_time:.2f} s CPU", flush=True)
+            run = _in_fresh_process(
+                _timed_run, name, args.task, args.warmup, args.timesteps, args.seed, args.device, args.threads
+            )
+            runs[name].append(run)
+            states[name] = run.state
+            print(
+                f"repeat {repeat + 1}/{args.repeats} {name}: first learn() {run.first:.2f} s, steady {run.steady:.2f} s",
+                flush=True,
+            )
         if "PPOClip" in states:
             identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
-    _write_table(_ratio_table(args, task, times, cpu_times, identical), args.output)
+    _write_table(_ratio_table(args, task, runs, identical), args.output)
 
 
 def _write_table(table: str, output: Path | None) -> None:
@@ -303,34 +345,83 @@ def _write_table(table: str, output: Path | None) -> None:
         output.write_text(table)
 
 
-def _ratio_table(
-    args: argparse.Namespace,
-    task: SpeedTask,
-    times: dict[str, list[float]],
-    cpu_times: dict[str, list[float]],
-    identical: list[bool],
-) -> str:
+@dataclass
+class CostModel:
+    """
+    An algorithm's wall time for a budget of N steps, from its runs: ``one_off + N / rate``.
+
+    :param rate: Median steady throughput (steps/s)
+    :param one_off: Median time of the first ``learn()`` beyond its steps at the steady rate (s)
+    """
+
+    rate: float
+    one_off: float
+
+    @classmethod
+    def of(cls, runs: list[TimedRun], warmup: int, timesteps: int) -> "CostModel":
+        rate = timesteps / statistics.median(run.steady for run in runs)
+        return cls(rate, statistics.median(run.first for run in runs) - warmup / rate)
+
+    def time(self, steps: int) -> float:
+        return self.one_off + steps / self.rate
+
+    def break_even(self, reference: "CostModel") -> str:
+        """:return: The budget from which this algorithm is faster end to end than ``reference``"""
+        extra, saved_per_step = self.one_off - reference.one_off, 1 / reference.rate - 1 / self.rate
+        if saved_per_step <= 0:
+            return "never"
+        return f"{max(extra / saved_per_step, 0):,.0f}"
+
+
+def _ratio_range(reference: list[float], ours: list[float]) -> str:
+    """:return: The median ratio reference / ours, and its range over the repeats (each repeat's own ratio)"""
+    per_repeat = [theirs / mine for theirs, mine in zip(reference, ours, strict=True)]
+    return f"{statistics.median(reference) / statistics.median(ours):.2f}x ({min(per_repeat):.2f}-{max(per_repeat):.2f})"
+
+
+def _ratio_table(args: argparse.Namespace, task: SpeedTask, runs: dict[str, list[TimedRun]], identical: list[bool]) -> str:
     """:return: The Markdown block of one comparison: its command and conditions, the table, the equality check"""
-    reference, cpu_reference = statistics.median(times["SB3 PPO"]), statistics.median(cpu_times["SB3 PPO"])
+    reference_runs = runs["SB3 PPO"]
+    steady = args.timesteps > 0
     lines = [
         f"### {args.task}: {_env_name(task)}, {task.description}\n",
-        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps per run, seed {args.seed}, "
-        f"device {args.device} ({_device_name(args.device)}), {args.threads} torch thread(s), {args.repeats} repeats in "
-        "rotating order, "
-        f"torch {th.__version__}, {date.today().isoformat()}.\n",
-        # CPU time (one torch thread, so one core) is less sensitive than wall time to other load on a shared machine
-        "| algorithm | median wall time (s) | time ratio to SB3 PPO | throughput ratio (min-max over repeats) "
-        "| timesteps/s | CPU time ratio |",
-        "|---|---|---|---|---|---|",
+        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. Per run, in a fresh process with an empty "
+        f"compilation cache: a first learn() of {args.warmup} steps"
+        + (f", then {args.timesteps} more steps (steady state)" if steady else "")
+        + f"; seed {args.seed}, device {args.device} ({_device_name(args.device)}), {args.threads} torch thread(s), "
+        f"{args.repeats} repeats in rotating order, torch {th.__version__}, {date.today().isoformat()}.\n",
     ]
-    for name, values in times.items():
-        median, cpu_ratio = statistics.median(values), statistics.median(cpu_times[name]) / cpu_reference
-        # SB3 PPO's time over ours within each repeat: the spread says how far to trust the median
-        per_repeat = [sb3 / ours for sb3, ours in zip(times["SB3 PPO"], values, strict=True)]
+    if steady:
+        models = {name: CostModel.of(values, args.warmup, args.timesteps) for name, values in runs.items()}
+        reference = models["SB3 PPO"]
+        lines += [
+            "| algorithm | steady timesteps/s | steady throughput ratio to SB3 PPO (min-max) | first learn() (s) "
+            "| compilation (s) | break-even budget (steps) | end-to-end ratio at 100k steps | at 1M steps |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, values in runs.items():
+            model = models[name]
+            steady_ratio = _ratio_range([run.steady for run in reference_runs], [run.steady for run in values])
+            first = statistics.median(run.first for run in values)
+            compilation = model.one_off - reference.one_off
+            end_to_end = [f"{reference.time(steps) / model.time(steps):.2f}x" for steps in (100_000, 1_000_000)]
+            lines.append(
+                f"| {name} | {model.rate:.0f} | {steady_ratio} | {first:.1f} | {compilation:.1f} "
+                f"| {model.break_even(reference) if name != 'SB3 PPO' else 'n/a'} | {end_to_end[0]} | {end_to_end[1]} |"
+            )
         lines.append(
-            f"| {name} | {median:.2f} | {median / reference:.3f} | {reference / median:.2f}x "
-            f"({min(per_repeat):.2f}-{max(per_repeat):.2f}) | {args.timesteps / median:.0f} | {cpu_ratio:.3f} |"
+            "\ncompilation: the first learn()'s one-off cost (its time beyond its steps at the steady rate) minus SB3 "
+            "PPO's; break-even and the end-to-end ratios follow from the one-off costs and steady rates measured here."
         )
+    else:
+        lines += [
+            f"| algorithm | learn() of {args.warmup} steps, end to end (s) | end-to-end throughput ratio to SB3 PPO "
+            "(min-max) |",
+            "|---|---|---|",
+        ]
+        for name, values in runs.items():
+            ratio = _ratio_range([run.first for run in reference_runs], [run.first for run in values])
+            lines.append(f"| {name} | {statistics.median(run.first for run in values):.1f} | {ratio} |")
     if identical:
         equal = f"{sum(identical)}/{len(identical)}"
         lines.append(f"\nPPOClip's final parameters equal SB3 PPO's (torch.equal) in {equal} repeats.")

@@ -224,68 +224,6 @@ def _implementation(model) -> tuple:
     return group["fused"], group["foreach"]
 
 
-def test_fast_mode_uses_the_fused_optimizer_with_the_same_hyperparameters(tmp_path):
-    default = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1)
-    default.learn(32)
-    assert _implementation(default) == (None, True)  # multi-tensor Adam: bit for bit SB3's
-    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, fast_mode=True)
-    model.learn(32)
-    assert _implementation(model) == (True, None)
-    # Same algorithm: SB3's Adam hyperparameters (its eps=1e-5), nothing written into policy_kwargs
-    for key in ("lr", "betas", "eps", "weight_decay", "amsgrad"):
-        assert model.policy.optimizer.param_groups[0][key] == default.policy.optimizer.param_groups[0][key], key
-    assert model.policy.optimizer.param_groups[0]["eps"] == 1e-5
-    assert model.policy_kwargs == {} and model.policy.optimizer_kwargs == {"eps": 1e-5}
-
-
-def test_fast_mode_is_not_saved(tmp_path):
-    model = PPOPenalty("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1, fast_mode=True)
-    model.learn(32)
-    model.save(tmp_path / "model")
-    loaded = PPOPenalty.load(tmp_path / "model", custom_objects={"fast_mode": False})
-    assert not loaded.fast_mode
-    loaded.set_env(model.get_env())
-    loaded.learn(32)
-    assert _implementation(loaded) == (None, True)
-    # Without the custom object as well: fast_mode is a choice of the run, not of the model
-    assert not PPOPenalty.load(tmp_path / "model").fast_mode
-    fast_again = PPOPenalty.load(tmp_path / "model", env=model.get_env(), fast_mode=True)
-    fast_again.learn(32)
-    assert _implementation(fast_again) == (True, None)
-    # The checkpoint's optimizer state names no implementation
-    fast_again.save(tmp_path / "again")
-    import zipfile
-
-    with zipfile.ZipFile(tmp_path / "again.zip") as archive, archive.open("policy.optimizer.pth") as file:
-        state = th.load(file, weights_only=True)
-    assert (state["param_groups"][0]["fused"], state["param_groups"][0]["foreach"]) == (None, None)
-
-
-def test_explicit_optimizer_implementation_wins(tmp_path):
-    chosen = PPOClip(
-        "MlpPolicy",
-        "CartPole-v1",
-        n_steps=32,
-        batch_size=16,
-        fast_mode=True,
-        policy_kwargs={"optimizer_kwargs": {"foreach": False}},
-    )
-    chosen.learn(32)
-    assert _implementation(chosen) == (None, False)
-    # An optimizer without a fused implementation gets the multi-tensor one in fast mode, PyTorch's choice otherwise
-    rmsprop = {"optimizer_class": th.optim.RMSprop}
-    fast = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, fast_mode=True, policy_kwargs=rmsprop)
-    fast.learn(32)
-    assert fast.policy.optimizer.param_groups[0]["foreach"] is True
-    other = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs=rmsprop)
-    other.learn(32)
-    assert other.policy.optimizer.param_groups[0]["foreach"] is None
-    # Only SB3's default, Adam itself, is switched to multi-tensor (not a subclass such as AdamW)
-    adamw = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, policy_kwargs={"optimizer_class": th.optim.AdamW})
-    adamw.learn(32)
-    assert _implementation(adamw) == (None, None)
-
-
 def test_default_adam_runs_multi_tensor_also_after_loading(tmp_path):
     model = PPOClip("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=1)
     model.learn(32)

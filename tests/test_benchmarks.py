@@ -211,13 +211,23 @@ def test_curve_label_counts_seeds_in_singular_and_plural():
 
 
 def test_speed_comparison_table_and_profile(tmp_path, capsys):
-    output = tmp_path / "speed" / "cartpole.md"
-    speed_main(["--task", "cartpole", "--timesteps", "256", "--repeats", "2", "--algos", "PPOClip", "--output", str(output)])
+    output = tmp_path / "speed" / "1-cartpole.md"
+    arguments = ["--task", "cartpole", "--warmup", "256", "--timesteps", "512", "--repeats", "2", "--algos", "PPOClip"]
+    speed_main([*arguments, "--output", str(output)])
     table = output.read_text()
-    assert table.startswith("### cartpole: CartPole-v1") and "--timesteps 256" in table
-    rows = [line for line in table.splitlines() if line.startswith(("| SB3 PPO", "| PPOClip"))]
-    assert len(rows) == 2 and rows[0].startswith("| SB3 PPO |") and "| 1.000 |" in rows[0]
+    assert table.startswith("### cartpole: CartPole-v1") and "--timesteps 512" in table
+    assert "a first learn() of 256 steps, then 512 more steps (steady state)" in table
+    rows = rows_of(table)
+    assert list(rows) == ["algorithm", "SB3 PPO", "PPOClip"]
+    assert rows["SB3 PPO"][2].startswith("1.00x (1.00-1.00)") and rows["SB3 PPO"][4] == "0.0"
+    assert float(rows["PPOClip"][1]) > 0
+    assert rows["PPOClip"][5] == "never" or rows["PPOClip"][5].replace(",", "").isdigit()  # the break-even budget
     assert "equal SB3 PPO's (torch.equal) in 2/2 repeats" in table
+    end_to_end_output = tmp_path / "speed" / "2-cartpole-end-to-end.md"
+    end_to_end_arguments = ["--task", "cartpole", "--warmup", "256", "--timesteps", "0", "--repeats", "1"]
+    speed_main([*end_to_end_arguments, "--algos", "PPOPenalty", "--output", str(end_to_end_output)])
+    end_to_end = rows_of(end_to_end_output.read_text())
+    assert end_to_end["SB3 PPO"][2] == "1.00x (1.00-1.00)" and float(end_to_end["PPOPenalty"][1]) > 0
     profile_output = tmp_path / "speed" / "profile.md"
     speed_main(["--task", "cnn", "--timesteps", "256", "--profile", "--algos", "PPOPenalty", "--output", str(profile_output)])
     profile = capsys.readouterr().out
@@ -232,11 +242,15 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys):
     assert float(memory["PPOPenalty"][1]) > 100  # MiB: a process with torch and a model
     # The summary takes the comparisons, not the profiles nor the memory tables
     summary = speed_summary(tmp_path).splitlines()
-    assert len(summary) == 3 and summary[2].startswith("| CartPole-v1, ")
-    title, rows, identical = read_speed_table(output)
-    assert title == "CartPole-v1, zoo_configs/ppo_clip.yml, 8 envs" and identical == "2/2"
-    assert rows["PPOClip"]["throughput"] == rows_of(table)["PPOClip"][3]
-    assert summary[2] == f"| {title} | {rows['PPOClip']['throughput']} | 2/2 | n/a | n/a | n/a | n/a |"
+    assert len(summary) == 4
+    steady = read_speed_table(output)
+    assert steady.title == "CartPole-v1, zoo_configs/ppo_clip.yml, 8 envs" and steady.identical == "2/2" and steady.steady
+    assert steady.rows["PPOClip"]["steady"] == rows["PPOClip"][2] and steady.steps == 256
+    no_fast_mode = "n/a / n/a | n/a / n/a | n/a / n/a (from the steady state)"
+    assert summary[2] == f"| {steady.title} | {rows['PPOClip'][2]} | 2/2 | n/a | n/a | n/a | {no_fast_mode} |"
+    measured = read_speed_table(end_to_end_output)
+    assert not measured.steady and measured.rows["PPOPenalty"]["end_to_end"] == end_to_end["PPOPenalty"][2]
+    assert summary[3].startswith(f"| {measured.title}; 256 steps end to end | n/a | n/a | {end_to_end['PPOPenalty'][2]} |")
 
 
 def rows_of(table: str) -> dict[str, list[str]]:

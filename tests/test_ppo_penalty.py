@@ -247,9 +247,9 @@ def test_whole_rollout_passes_run_in_evaluation_mode():
 
 
 class RatioRecordingPPOPenalty(PPOPenalty):
-    def _policy_objective(self, ratio, advantages, distribution, rollout_data, clip_range):
+    def _policy_objective(self, ratio, advantages, distribution, rollout_data, scalars):
         self.ratios.append(ratio.detach().clone())
-        return super()._policy_objective(ratio, advantages, distribution, rollout_data, clip_range)
+        return super()._policy_objective(ratio, advantages, distribution, rollout_data, scalars)
 
 
 def test_clip_fraction_without_clipping_is_the_diagnostic_at_sb3s_default_range():

@@ -89,6 +89,20 @@ def _check_finite_update(terms: dict[str, float], step: int) -> None:
         )
 
 
+def _copy_of(state: Any) -> Any:
+    """
+    :param state: An optimizer's ``state_dict()``: dicts, lists and tuples of tensors and immutable values
+    :return: A copy that shares nothing mutable with it (several times faster than ``copy.deepcopy``)
+    """
+    if isinstance(state, th.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _copy_of(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_copy_of(value) for value in state)
+    return copy.copy(state)
+
+
 class UpdateRollback:
     """
     Undo a whole update if one of its gradient steps was not finite, or if anything else goes wrong within it.
@@ -111,7 +125,7 @@ class UpdateRollback:
 
     def __enter__(self) -> "UpdateRollback":
         self._policy_state = {name: tensor.detach().clone() for name, tensor in self.policy.state_dict().items()}
-        self._optimizer_state = copy.deepcopy(self.policy.optimizer.state_dict())
+        self._optimizer_state = _copy_of(self.policy.optimizer.state_dict())
         return self
 
     def __exit__(
@@ -146,7 +160,9 @@ class UpdateRollback:
             return
         terms = th.stack(unchecked)
         finite_steps = th.isfinite(terms).all(dim=1)
-        finite_parameters = th.stack([th.isfinite(parameter).all() for parameter in self.policy.parameters()]).all()
+        # One multi-tensor norm for all parameters: non-finite if and only if a parameter is (short of an overflow at
+        # norms beyond 1e19)
+        finite_parameters = th.isfinite(th.nn.utils.get_total_norm(list(self.policy.parameters()), foreach=True))
         steps_ok, parameters_ok = th.stack([finite_steps.all(), finite_parameters]).tolist()  # one host transfer
         if not steps_ok:
             first_bad = int(th.nonzero(~finite_steps)[0, 0])

@@ -5,6 +5,8 @@ written as losses (to minimize) over a minibatch.
 Each function takes the probability ratio ``r = pi_new(a|s) / pi_old(a|s)`` and the advantages of the
 minibatch; they are pure functions with no state, so each is tested on its own. An objective made of several terms
 returns them by name next to its loss (:class:`PolicyLoss`), and the training loop logs each as ``train/<name>``.
+Coefficients (clip range, beta) are floats, or 0-d tensors in fast mode (so that a compiled step does not depend on
+their values).
 """
 
 from typing import NamedTuple
@@ -30,7 +32,7 @@ def surrogate_loss(ratio: th.Tensor, advantages: th.Tensor) -> th.Tensor:
     return -(advantages * ratio).mean()
 
 
-def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
+def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float | th.Tensor) -> th.Tensor:
     """
     Negated clipped surrogate ``-E[min(r * A, clip(r, 1 - eps, 1 + eps) * A)]`` (eq. 7).
 
@@ -42,7 +44,8 @@ def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: 
     :return: Scalar loss
     """
     policy_loss_1 = advantages * ratio
-    policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    # torch's stubs take two numbers or two tensors as bounds; clamp takes either
+    policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)  # type: ignore[arg-type]
     return -th.min(policy_loss_1, policy_loss_2).mean()
 
 
@@ -50,8 +53,8 @@ def kl_penalized_surrogate_loss(
     ratio: th.Tensor,
     advantages: th.Tensor,
     kl_divergence: th.Tensor,
-    beta: float,
-    clip_range: float | None = None,
+    beta: float | th.Tensor,
+    clip_range: float | th.Tensor | None = None,
 ) -> PolicyLoss:
     """
     Negated KL-penalized surrogate ``-(E[r * A] - beta * E[KL[pi_old || pi_new]])`` (eq. 8).
@@ -75,7 +78,7 @@ def kl_penalized_surrogate_loss(
     return PolicyLoss(surrogate + penalty, {"surrogate_loss": surrogate, "kl_penalty": penalty})
 
 
-def clip_fraction(ratio: th.Tensor, clip_range: float) -> th.Tensor:
+def clip_fraction(ratio: th.Tensor, clip_range: float | th.Tensor) -> th.Tensor:
     """
     Fraction of the ratios outside ``[1 - clip_range, 1 + clip_range]`` (a diagnostic, as SB3 logs it).
 

@@ -13,11 +13,11 @@ one of SB3's ``PPO.train()``, so on CPU a seeded run ends with exactly SB3's par
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -29,6 +29,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_ppo_variants.common.buffers import (
@@ -40,6 +41,7 @@ from sb3_ppo_variants.common.buffers import (
 )
 from sb3_ppo_variants.common.checks import InvalidArgumentError, check_arguments, check_rollout_size, check_schedule_value
 from sb3_ppo_variants.common.evaluation import PolicyEvaluation, evaluate_actions
+from sb3_ppo_variants.common.fast import CompilationFailedError, FastPath
 from sb3_ppo_variants.common.finite import NonFiniteRolloutGuard, UpdateRollback
 from sb3_ppo_variants.common.objectives import PolicyLoss, clip_fraction
 from sb3_ppo_variants.common.optim import portable_optimizer_state, requested_implementation, select_implementation
@@ -52,11 +54,52 @@ _UPDATE_TERMS = ("policy_loss", "value_loss", "entropy_loss", "gradient_norm")
 
 SelfProximalPolicyAlgorithm = TypeVar("SelfProximalPolicyAlgorithm", bound="ProximalPolicyAlgorithm")
 RolloutSamples = ProximalRolloutBufferSamples | ProximalDictRolloutBufferSamples
+# The coefficients of an update that its gradient steps read, by name (clip_range, clip_range_vf, a variant's own):
+# floats, None where unused, or 0-d tensors in fast mode
+UpdateScalars = dict[str, Any]
+
+
+class StepStatistics(NamedTuple):
+    """What one gradient step computed: 0-d tensors, detached except ``loss`` before the optimizer step."""
+
+    loss: th.Tensor
+    policy_loss: th.Tensor
+    value_loss: th.Tensor
+    entropy_loss: th.Tensor
+    clip_fraction: th.Tensor
+    # None where the step did not compute it
+    approx_kl: th.Tensor | None
+    # The objective's named terms (logged as train/<name>)
+    terms: dict[str, th.Tensor]
+    # None before the optimizer step, and for a minibatch that stopped the epoch early
+    gradient_norm: th.Tensor | None
+
+
+class UpdateStatistics(NamedTuple):
+    """What one update computed: every step's statistics, the last epoch's approximate KLs, the epochs run."""
+
+    steps: list[StepStatistics]
+    approx_kl_divs: list[th.Tensor]
+    epochs: int
 
 
 def _to_floats(scalars: list[th.Tensor]) -> list[float]:
     """:return: The values of 0-d tensors as Python floats, with one host transfer for all of them"""
     return th.stack(scalars).tolist()
+
+
+def _random_states() -> tuple[Any, th.Tensor, list[th.Tensor]]:
+    """:return: The states of NumPy's, torch's and (if any) CUDA's global random number generators"""
+    return np.random.get_state(), th.random.get_rng_state(), th.cuda.get_rng_state_all() if th.cuda.is_available() else []
+
+
+def _restore_random_states(states: tuple[Any, th.Tensor, list[th.Tensor]]) -> None:
+    """:param states: From :func:`_random_states`"""
+    numpy_state, torch_state, cuda_states = states
+    np.random.set_state(numpy_state)
+    th.random.set_rng_state(torch_state)
+    if cuda_states:
+        th.cuda.set_rng_state_all(cuda_states)
 
 
 def _is_infinite_constant(value: Any) -> bool:
@@ -125,12 +168,17 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
-    :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the optimizer runs its
-        fused implementation (one operation updates all parameters; Adam, AdamW, SGD and others that take ``fused``,
-        else ``foreach``), with the same hyperparameters, which orders floating-point operations differently.
-        Learning is unchanged in distribution (tested on the same thresholds as the default mode), results are not
-        bit-identical to SB3's. An ``optimizer_kwargs`` choice of ``fused`` or ``foreach`` in ``policy_kwargs`` wins.
-        It is not saved with the model: pass ``fast_mode=True`` to ``load()`` as well. Default: False.
+    :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the gradient step (forward
+        pass, objective, backward pass, gradient clipping, optimizer step) and the rollout's policy forward run
+        compiled with ``torch.compile`` (on CUDA, as CUDA graphs), with the same hyperparameters (Adam's ``eps``
+        included); the learning rate, clip ranges and beta enter as tensors, so nothing recompiles from one update to
+        the next. Compiling takes seconds to a minute at the first update, so it pays off from a budget that
+        ``python -m benchmarks.speed`` measures (the break-even budget). Where compilation is unavailable or fails,
+        one warning names the reason and the optimizer's fused implementation runs eagerly. Learning is unchanged in
+        distribution (tested on the same thresholds as the default mode), results are not bit-identical to SB3's.
+        An ``optimizer_kwargs`` choice of ``fused``, ``foreach`` or ``capturable`` in ``policy_kwargs`` wins. It is
+        not saved with the model: pass ``fast_mode=True`` to ``load()`` as well. See
+        :mod:`sb3_ppo_variants.common.fast`. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -218,6 +266,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.fast_mode = fast_mode
+        # The compiled functions of fast mode (built at the first update; never saved)
+        self._fast_path: FastPath | None = None
 
         if _init_setup_model:
             self._setup_model()
@@ -263,6 +313,16 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                 UserWarning,
             )
 
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        fast_path = self._fast_path_of_update()
+        if fast_path is None:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        # SB3's collection, its policy(obs) calls compiled
+        with fast_path.compiled_forward(self.policy):
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # The guard comes first, so that no user callback sees a non-finite observation either
         callbacks: list[BaseCallback] = [NonFiniteRolloutGuard()]
@@ -294,7 +354,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         advantages: th.Tensor,
         distribution: Distribution | None,
         rollout_data: RolloutSamples,
-        clip_range: float | None,
+        scalars: UpdateScalars,
     ) -> PolicyLoss:
         """
         The variant's policy objective, as a loss to minimize over one minibatch.
@@ -304,7 +364,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         :param distribution: The current policy's action distribution on the minibatch's observations (set when
             ``_needs_distributions``)
         :param rollout_data: The minibatch
-        :param clip_range: Current clipping parameter, or None when the variant does not clip
+        :param scalars: This update's coefficients, from :meth:`_update_scalars` (``clip_range`` is None when the
+            variant does not clip); floats, or 0-d tensors in fast mode
         :return: The loss and its named terms (logged as ``train/<name>``)
         """
         raise NotImplementedError
@@ -322,92 +383,216 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             return None
         return check_schedule_value(name, schedule(self._current_progress_remaining), self._current_progress_remaining)
 
+    def _update_scalars(self) -> UpdateScalars:
+        """:return: The coefficients of this update that the gradient steps read (a variant adds its own)"""
+        return {
+            "clip_range": self._current_value("clip_range", self.clip_range),
+            "clip_range_vf": self._current_value("clip_range_vf", self.clip_range_vf),
+        }
+
+    def _minibatch_loss(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+        """
+        :param rollout_data: The minibatch
+        :param scalars: This update's coefficients
+        :param with_kl: Whether to compute the approximate KL (for early stopping and the logs)
+        :return: The loss of the minibatch (with its graph) and its statistics (detached); no gradient norm yet
+        """
+        clip_range, clip_range_vf = scalars["clip_range"], scalars["clip_range_vf"]
+        evaluation = self._evaluate_actions(rollout_data)
+        values = evaluation.values.flatten()
+        log_prob, entropy = evaluation.log_prob, evaluation.entropy
+        # Normalize advantage
+        advantages = rollout_data.advantages
+        # Normalization does not make sense if mini batchsize == 1, see GH issue #325
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        # ratio between old and new policy, should be one at the first iteration
+        ratio = th.exp(log_prob - rollout_data.old_log_prob)
+        objective = self._policy_objective(ratio, advantages, evaluation.distribution, rollout_data, scalars)
+        policy_loss = objective.loss
+        # Without clipping, the fraction outside SB3's default range is logged as a diagnostic of the step size
+        fraction = clip_fraction(ratio, DIAGNOSTIC_CLIP_RANGE if clip_range is None else clip_range)
+
+        value_loss = self._value_loss(values, rollout_data, clip_range_vf)
+
+        # Entropy loss favors exploration; approximate it by -log_prob when there is no analytical form
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+        # Approximate KL[pi_old || pi_new] for early stopping, see SB3 issue #417 and
+        # http://joschu.net/blog/kl-approx.html
+        approx_kl_div = None
+        if with_kl:
+            with th.no_grad():
+                log_ratio = log_prob - rollout_data.old_log_prob
+                approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
+        return StepStatistics(
+            loss=loss,
+            policy_loss=policy_loss.detach(),
+            value_loss=value_loss.detach(),
+            entropy_loss=entropy_loss.detach(),
+            clip_fraction=fraction,
+            approx_kl=approx_kl_div,
+            terms={name: term.detach() for name, term in objective.terms.items()},
+            gradient_norm=None,
+        )
+
+    def _clip_gradients_and_step(self) -> th.Tensor:
+        """:return: The norm of the gradient, before clipping"""
+        gradient_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        return gradient_norm
+
+    def _optimizer_step(self, loss: th.Tensor) -> th.Tensor:
+        """
+        :param loss: A minibatch's loss
+        :return: The norm of the gradient, before clipping
+        """
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        return self._clip_gradients_and_step()
+
+    def _gradient_step(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+        """
+        One whole gradient step on a minibatch: the gradients reset, then :meth:`_loss_backward_and_step`.
+
+        The same values as :meth:`_minibatch_loss` then :meth:`_optimizer_step` (SB3's ``PPO.train()`` resets the
+        gradients after the forward pass, which changes no value).
+
+        :param rollout_data: The minibatch
+        :param scalars: This update's coefficients
+        :param with_kl: Whether to compute the approximate KL
+        :return: The statistics of the step, the loss detached
+        """
+        self.policy.optimizer.zero_grad()
+        return self._loss_backward_and_step(rollout_data, scalars, with_kl)
+
+    def _loss_backward_and_step(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+        """
+        The gradient step after the gradients' reset (what fast mode compiles as one function): forward pass, loss,
+        backward pass, gradient clipping, optimizer step. ``backward()`` is called here, not in a function called from
+        here: with ``trace_autograd_ops``, dynamo turns the backward pass of a loss that a traced function receives as
+        an argument into a no-op (``tests/test_fast.py`` compares the compiled step with this one in float64).
+
+        :param rollout_data: The minibatch
+        :param scalars: This update's coefficients
+        :param with_kl: Whether to compute the approximate KL
+        :return: The statistics of the step, the loss detached
+        """
+        step = self._minibatch_loss(rollout_data, scalars, with_kl)
+        step.loss.backward()
+        return step._replace(loss=step.loss.detach(), gradient_norm=self._clip_gradients_and_step())
+
+    def _step_functions(self, fast_path: FastPath | None) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        """
+        :param fast_path: The fast path of the update, or None
+        :return: :meth:`_gradient_step`, :meth:`_minibatch_loss` and :meth:`_optimizer_step`, compiled if ``fast_path``
+        """
+        if fast_path is None:
+            return self._gradient_step, self._minibatch_loss, self._optimizer_step
+        # The reset of the gradients stays eager: dynamo would break the graph there (it does not trace zero_grad),
+        # and each break costs a resumed frame with its own guards at every step
+        compiled_step = fast_path.compiled("the gradient step", self._loss_backward_and_step, trace_backward=True)
+
+        def gradient_step(rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+            self.policy.optimizer.zero_grad()
+            return compiled_step(rollout_data, scalars, with_kl)
+
+        return (
+            gradient_step,
+            # target_kl: the loss, then the host's check, then the step; the backward pass of a loss computed by
+            # another compiled function runs eagerly (through the compiled backward graph)
+            fast_path.compiled("the minibatch loss", self._minibatch_loss, cuda_graphs=False),
+            fast_path.compiled("the optimizer step", self._optimizer_step, cuda_graphs=False),
+        )
+
+    def _fast_path_of_update(self) -> FastPath | None:
+        """:return: The fast path that this update compiles with, or None (default mode, or compilation unavailable)"""
+        if not self.fast_mode:
+            return None
+        if self._fast_path is None or self._fast_path.device != self.device:
+            self._fast_path = FastPath(self.device)
+        return self._fast_path if self._fast_path.enabled else None
+
+    def _prepare_optimizer(self, fast_path: FastPath | None) -> None:
+        """Set the optimizer's learning rate for this update, and the implementation that runs it."""
+        self._update_learning_rate(self.policy.optimizer)
+        select_implementation(
+            self.policy.optimizer, requested_implementation(self.policy), self.fast_mode, compiled=fast_path is not None
+        )
+        if fast_path is not None:
+            fast_path.set_learning_rate(self.policy.optimizer)
+
     def train(self) -> None:
         """
         Update policy using the currently gathered rollout buffer.
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
-        # Update optimizer learning rate
         self._current_value("learning_rate", self.lr_schedule)
-        self._update_learning_rate(self.policy.optimizer)
-        select_implementation(self.policy.optimizer, requested_implementation(self.policy), self.fast_mode)
-        # Compute current clip range
-        clip_range = self._current_value("clip_range", self.clip_range)
-        # Optional: clip range for the value function
-        clip_range_vf = self._current_value("clip_range_vf", self.clip_range_vf)
+        scalars = self._update_scalars()
+        fast_path = self._fast_path_of_update()
+        self._prepare_optimizer(fast_path)
+        random_states = _random_states()
+        try:
+            statistics = self._update(scalars, fast_path)
+        except CompilationFailedError:
+            # The rollback has undone the attempt, and the fast path has warned: the same update again (the same
+            # minibatches), eagerly
+            _restore_random_states(random_states)
+            self._prepare_optimizer(None)
+            statistics = self._update(scalars, None)
+        self._n_updates += statistics.epochs
+        self._record_update(statistics, scalars)
+
+    def _update(self, scalars: UpdateScalars, fast_path: FastPath | None) -> "UpdateStatistics":
+        """
+        The epochs of one update, undone as a whole if a step is not finite or anything fails.
+
+        :param scalars: This update's coefficients (floats)
+        :param fast_path: The fast path to compile the steps with, or None for the eager steps
+        :return: The statistics of every step
+        """
+        gradient_step, minibatch_loss, optimizer_step = self._step_functions(fast_path)
+        if fast_path is not None:
+            # Compiled: the scalars as tensors (no recompilation when they change)
+            scalars = fast_path.as_tensors(scalars, next(self.policy.parameters()).dtype)
 
         # Per-minibatch statistics stay tensors until the end of the update: no host sync per value on a GPU (their
         # float values, and hence the logs, are SB3's). The rollback reads the terms of each step once per epoch.
-        entropy_losses: list[th.Tensor] = []
-        pg_losses: list[th.Tensor] = []
-        value_losses: list[th.Tensor] = []
-        clip_fractions: list[th.Tensor] = []
-        objective_terms: dict[str, list[th.Tensor]] = {}
-        parameters = list(self.policy.parameters())
-
-        continue_training = True
-        # Counted into self._n_updates once the update is kept (the rollback undoes all of it)
+        steps: list[StepStatistics] = []
+        approx_kl_divs: list[th.Tensor] = []
         epochs_done = 0
         with UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
             # train for n_epochs epochs
             for epoch in range(self.n_epochs):
-                approx_kl_divs: list[th.Tensor] = []
+                approx_kl_divs = []
+                # Only the last epoch's approximate KL values are logged (as SB3 does), so without early stopping the
+                # other epochs skip it (compiled, it is always computed: one graph for all epochs)
+                with_kl = fast_path is not None or self.target_kl is not None or epoch == self.n_epochs - 1
+                continue_training = True
                 # Do a complete pass on the rollout buffer
                 for rollout_data in self.rollout_buffer.get(self.batch_size):
-                    evaluation = self._evaluate_actions(rollout_data)
-                    values = evaluation.values.flatten()
-                    log_prob, entropy = evaluation.log_prob, evaluation.entropy
-                    # Normalize advantage
-                    advantages = rollout_data.advantages
-                    # Normalization does not make sense if mini batchsize == 1, see GH issue #325
-                    if self.normalize_advantage and len(advantages) > 1:
-                        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                    # ratio between old and new policy, should be one at the first iteration
-                    ratio = th.exp(log_prob - rollout_data.old_log_prob)
-                    objective = self._policy_objective(ratio, advantages, evaluation.distribution, rollout_data, clip_range)
-                    policy_loss = objective.loss
-
-                    # Logging
-                    pg_losses.append(policy_loss.detach())
-                    for name, term in objective.terms.items():
-                        objective_terms.setdefault(name, []).append(term.detach())
-                    # Without clipping, the fraction outside SB3's default range is logged as a diagnostic of the step size
-                    clip_fractions.append(clip_fraction(ratio, DIAGNOSTIC_CLIP_RANGE if clip_range is None else clip_range))
-
-                    value_loss = self._value_loss(values, rollout_data, clip_range_vf)
-                    value_losses.append(value_loss.detach())
-
-                    # Entropy loss favors exploration; approximate it by -log_prob when there is no analytical form
-                    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                    entropy_losses.append(entropy_loss.detach())
-
-                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-
-                    # Approximate KL[pi_old || pi_new] for early stopping, see SB3 issue #417 and
-                    # http://joschu.net/blog/kl-approx.html. Only the last epoch's values are logged (as SB3 does), so
-                    # without early stopping the other epochs skip it.
-                    if self.target_kl is not None or epoch == self.n_epochs - 1:
-                        with th.no_grad():
-                            log_ratio = log_prob - rollout_data.old_log_prob
-                            approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
-                            approx_kl_divs.append(approx_kl_div)
-
-                    # Compared in float32, as SB3 compares its float32 array
-                    if self.target_kl is not None and approx_kl_div.cpu().numpy() > 1.5 * self.target_kl:
-                        continue_training = False
-                        if self.verbose >= 1:
-                            print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div.item():.2f}")
-                        break
-
-                    # Optimization step
-                    self.policy.optimizer.zero_grad()
-                    loss.backward()
-                    # Clip grad norm
-                    grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
-                    rollback.record(pg_losses[-1], value_losses[-1], entropy_losses[-1], grad_norm)
-                    self.policy.optimizer.step()
+                    if self.target_kl is None:
+                        step = gradient_step(rollout_data, scalars, with_kl)
+                    else:
+                        step = minibatch_loss(rollout_data, scalars, with_kl)
+                        assert step.approx_kl is not None
+                        approx_kl_divs.append(step.approx_kl)
+                        # Compared in float32, as SB3 compares its float32 array
+                        if step.approx_kl.cpu().numpy() > 1.5 * self.target_kl:
+                            continue_training = False
+                            if self.verbose >= 1:
+                                print(f"Early stopping at step {epoch} due to reaching max kl: {step.approx_kl.item():.2f}")
+                            steps.append(step._replace(loss=step.loss.detach()))
+                            break
+                        step = step._replace(loss=step.loss.detach(), gradient_norm=optimizer_step(step.loss))
+                    if self.target_kl is None and step.approx_kl is not None:
+                        approx_kl_divs.append(step.approx_kl)
+                    steps.append(step)
+                    rollback.record(step.policy_loss, step.value_loss, step.entropy_loss, step.gradient_norm)
 
                 rollback.check()
                 epochs_done += 1
@@ -415,34 +600,42 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                     break
 
             self._after_policy_update()
-        self._n_updates += epochs_done
+        if fast_path is not None and fast_path.cuda_graphs:
+            # The gradients are outputs of a CUDA graph, which its next replay overwrites: none is left behind
+            self.policy.optimizer.zero_grad()
+        return UpdateStatistics(steps, approx_kl_divs, epochs_done)
 
+    def _record_update(self, statistics: "UpdateStatistics", scalars: UpdateScalars) -> None:
+        """Log the update as SB3's PPO does (and the variant's terms)."""
+        steps = statistics.steps
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
         # Logs: Python floats (and, for approx_kl, float32 arrays) averaged by numpy, exactly as SB3 logs them
-        self.logger.record("train/entropy_loss", np.mean(_to_floats(entropy_losses)))
-        self.logger.record("train/policy_gradient_loss", np.mean(_to_floats(pg_losses)))
-        for name, terms in objective_terms.items():
-            self.logger.record(f"train/{name}", np.mean(_to_floats(terms)))
-        self.logger.record("train/value_loss", np.mean(_to_floats(value_losses)))
-        self.logger.record("train/approx_kl", np.mean(th.stack(approx_kl_divs).cpu().numpy()))
-        self.logger.record("train/clip_fraction", np.mean(_to_floats(clip_fractions)))
-        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/entropy_loss", np.mean(_to_floats([step.entropy_loss for step in steps])))
+        self.logger.record("train/policy_gradient_loss", np.mean(_to_floats([step.policy_loss for step in steps])))
+        for name in steps[-1].terms:
+            self.logger.record(f"train/{name}", np.mean(_to_floats([step.terms[name] for step in steps])))
+        self.logger.record("train/value_loss", np.mean(_to_floats([step.value_loss for step in steps])))
+        self.logger.record("train/approx_kl", np.mean(th.stack(statistics.approx_kl_divs).cpu().numpy()))
+        self.logger.record("train/clip_fraction", np.mean(_to_floats([step.clip_fraction for step in steps])))
+        self.logger.record("train/loss", steps[-1].loss.item())
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if clip_range is not None:
-            self.logger.record("train/clip_range", clip_range)
-        if clip_range_vf is not None:
-            self.logger.record("train/clip_range_vf", clip_range_vf)
+        if scalars["clip_range"] is not None:
+            self.logger.record("train/clip_range", scalars["clip_range"])
+        if scalars["clip_range_vf"] is not None:
+            self.logger.record("train/clip_range_vf", scalars["clip_range_vf"])
 
-    def _value_loss(self, values: th.Tensor, rollout_data: RolloutSamples, clip_range_vf: float | None) -> th.Tensor:
+    def _value_loss(
+        self, values: th.Tensor, rollout_data: RolloutSamples, clip_range_vf: float | th.Tensor | None
+    ) -> th.Tensor:
         """
         :param values: Current value predictions of the minibatch
         :param rollout_data: The minibatch
-        :param clip_range_vf: Value clipping parameter, or None
+        :param clip_range_vf: Value clipping parameter (a float, or a 0-d tensor in fast mode), or None
         :return: MSE between the TD(lambda) returns and the (optionally clipped) value predictions
         """
         if clip_range_vf is None:
@@ -450,8 +643,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             values_pred = values
         else:
             # Clip the difference between old and new value
-            # NOTE: this depends on the reward scaling
-            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+            # NOTE: this depends on the reward scaling (torch's stubs take two numbers or two tensors as bounds)
+            difference = values - rollout_data.old_values
+            values_pred = rollout_data.old_values + th.clamp(difference, -clip_range_vf, clip_range_vf)  # type: ignore[arg-type]
         # Value loss using the TD(gae_lambda) target
         return F.mse_loss(rollout_data.returns, values_pred)
 
@@ -481,8 +675,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             )
 
     def _excluded_save_params(self) -> list[str]:
-        # fast_mode is a choice of the run, not of the model (see the fast_mode parameter)
-        return [*super()._excluded_save_params(), "fast_mode"]
+        # fast_mode is a choice of the run, not of the model (see the fast_mode parameter); compiled functions are
+        # never pickled
+        return [*super()._excluded_save_params(), "fast_mode", "_fast_path"]
 
     def get_parameters(self) -> dict[str, dict]:
         parameters = super().get_parameters()

@@ -2,7 +2,7 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution
 
 from sb3_ppo_variants.common.objectives import PolicyLoss, clipped_surrogate_loss
-from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples
+from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples, UpdateScalars
 
 
 class PPOClip(ProximalPolicyAlgorithm):
@@ -26,7 +26,6 @@ class PPOClip(ProximalPolicyAlgorithm):
         advantages: th.Tensor,
         distribution: Distribution | None,
         rollout_data: RolloutSamples,
-        clip_range: float | None,
+        scalars: UpdateScalars,
     ) -> PolicyLoss:
-        assert clip_range is not None
-        return PolicyLoss(clipped_surrogate_loss(ratio, advantages, clip_range), {})
+        return PolicyLoss(clipped_surrogate_loss(ratio, advantages, scalars["clip_range"]), {})

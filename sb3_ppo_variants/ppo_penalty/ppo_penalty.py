@@ -21,7 +21,7 @@ from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.finite import NonFiniteError
 from sb3_ppo_variants.common.kl import distribution_params, kl_divergence_from_params
 from sb3_ppo_variants.common.objectives import PolicyLoss, kl_penalized_surrogate_loss
-from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples
+from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples, UpdateScalars
 
 # Observation bytes (as float32, the policy's input) per forward pass when the whole rollout goes through the policy
 # (old distribution, mean KL): a pass's activations grow with its input, so this keeps them small next to a training
@@ -106,9 +106,10 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     :param beta_factor: Factor (> 1) by which beta is multiplied or divided (the paper's 2)
     :param kl_tolerance: Beta changes only when the KL leaves ``[kl_target / kl_tolerance, kl_target * kl_tolerance]``
         (>= 1; the paper's 1.5)
-    :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the optimizer runs its fused
-        implementation with the same hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`).
-        Not saved with the model. Default: False.
+    :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the gradient step and the rollout's
+        policy forward run compiled (beta enters as a tensor: it changes without recompiling), with the same
+        hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`). Beta is still
+        adapted once per update on the exact mean KL. Not saved with the model. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -240,13 +241,17 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         advantages: th.Tensor,
         distribution: Distribution | None,
         rollout_data: RolloutSamples,
-        clip_range: float | None,
+        scalars: UpdateScalars,
     ) -> PolicyLoss:
         if rollout_data.old_distribution_params is None:
             raise RuntimeError("train() needs a rollout collected by collect_rollouts() (learn() does)")
         assert distribution is not None, "_needs_distributions is set"
         kl_divergence = kl_divergence_from_params(rollout_data.old_distribution_params, distribution)
-        return kl_penalized_surrogate_loss(ratio, advantages, kl_divergence, self.beta, clip_range)
+        return kl_penalized_surrogate_loss(ratio, advantages, kl_divergence, scalars["beta"], scalars["clip_range"])
+
+    def _update_scalars(self) -> UpdateScalars:
+        # beta as a coefficient of the update: constant within it, a tensor in fast mode
+        return {**super()._update_scalars(), "beta": self.beta}
 
     def _after_policy_update(self) -> None:
         old_params = self.rollout_buffer.old_distribution_params

@@ -1,0 +1,448 @@
+"""
+fast_mode: the compiled gradient step and rollout forward (sb3_ppo_variants.common.fast).
+
+Compiling takes seconds per model, so each test compiles a few small ones. Dynamo's counters (process-wide) prove
+what was compiled and that nothing recompiles from one update to the next.
+"""
+
+import copy
+import json
+import re
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common import policies
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import (
+    FakeImageEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from torch._dynamo.utils import counters
+from torch.nn import functional as F
+
+from sb3_ppo_variants import PPOClip, PPOPenalty
+from sb3_ppo_variants.common import fast
+from sb3_ppo_variants.common.proximal import distribution_validation
+
+SMALL = {"n_steps": 32, "batch_size": 16, "n_epochs": 2}
+
+
+def _compilations() -> tuple[int, int]:
+    """:return: Frames that dynamo compiled and graphs it produced, so far in this process"""
+    return counters["frames"]["ok"], counters["stats"]["unique_graphs"]
+
+
+def _group(model) -> dict:
+    return model.policy.optimizer.param_groups[0]
+
+
+def _implementation(model) -> tuple:
+    group = _group(model)
+    return group["fused"], group["foreach"], group["capturable"]
+
+
+@pytest.fixture
+def fresh_compiler():
+    """Forget what dynamo compiled in this process, so that the test's model compiles (and may fail) anew."""
+    th._dynamo.reset()
+    yield
+    th._dynamo.reset()
+
+
+def test_fast_mode_compiles_with_the_default_modes_hyperparameters(fresh_compiler):
+    default = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
+    default.learn(32)
+    counters.clear()
+    before = _compilations()
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, fast_mode=True, **SMALL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.learn(32)
+    assert not [warning for warning in caught if "fast_mode" in str(warning.message)]  # no fallback
+    assert _compilations()[1] > before[1]
+    assert model._fast_path is not None and model._fast_path.enabled
+    # The gradients' reset stays eager (outside the compiled step): no graph break at zero_grad
+    assert not [reason for reason in counters["graph_break"] if "zero_grad" in reason]
+    # Compiled on the CPU: the single-tensor implementation with the learning rate as a tensor (the compiler fuses it)
+    assert _implementation(model) == (None, False, False)
+    assert isinstance(_group(model)["lr"], th.Tensor)
+    assert float(_group(model)["lr"]) == pytest.approx(_group(default)["lr"], rel=1e-7)
+    # Same algorithm: SB3's Adam hyperparameters (its eps=1e-5), nothing written into policy_kwargs
+    for key in ("betas", "eps", "weight_decay", "amsgrad", "maximize"):
+        assert _group(model)[key] == _group(default)[key], key
+    assert _group(model)["eps"] == 1e-5
+    assert model.policy_kwargs == {} and model.policy.optimizer_kwargs == {"eps": 1e-5}
+    # The policy keeps no compiled function (it can be copied and pickled as SB3's)
+    assert "forward" not in vars(model.policy)
+    copy.deepcopy(model.policy)
+
+
+def _env_of(space_name: str):
+    return {
+        "box": lambda: IdentityEnvBox(ep_length=16),
+        "multi-discrete": lambda: IdentityEnvMultiDiscrete(dim=3, ep_length=16),
+        "multi-binary": lambda: IdentityEnvMultiBinary(dim=3, ep_length=16),
+        "dict-with-image": lambda: SimpleMultiObsEnv(random_start=True),
+        "image": lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True),
+    }[space_name]
+
+
+def _linear(start: float, end: float):
+    return lambda progress: end + (start - end) * progress
+
+
+RECOMPILATION_CASES = {
+    # Schedules for every coefficient, and minibatches of two sizes (48 transitions, batch 32)
+    "clip-schedules-uneven-batches": (
+        PPOClip,
+        "CartPole-v1",
+        "MlpPolicy",
+        {"n_steps": 24, "batch_size": 32, "learning_rate": _linear(1e-3, 1e-4), "clip_range": _linear(0.3, 0.1)},
+    ),
+    "clip-value-clipping-target-kl": (
+        PPOClip,
+        "CartPole-v1",
+        "MlpPolicy",
+        {**SMALL, "clip_range_vf": _linear(0.5, 0.1), "target_kl": 1e-4, "learning_rate": 3e-3},
+    ),
+    # beta changes at every update (a target far below the KL)
+    "penalty-gsde-adaptive-beta": (
+        PPOPenalty,
+        "Pendulum-v1",
+        "MlpPolicy",
+        {**SMALL, "use_sde": True, "sde_sample_freq": 4, "kl_target": 1e-6},
+    ),
+    "penalty-box": (PPOPenalty, "box", "MlpPolicy", {**SMALL, "clip_range": 0.2}),
+    "penalty-multi-discrete": (PPOPenalty, "multi-discrete", "MlpPolicy", SMALL),
+    "clip-multi-binary": (PPOClip, "multi-binary", "MlpPolicy", SMALL),
+    "penalty-dict-with-image": (PPOPenalty, "dict-with-image", "MultiInputPolicy", SMALL),
+    "clip-image": (PPOClip, "image", "CnnPolicy", SMALL),
+}
+
+
+@pytest.mark.parametrize("case", list(RECOMPILATION_CASES))
+def test_nothing_recompiles_from_one_update_to_the_next(case):
+    algo, env_id, policy, kwargs = RECOMPILATION_CASES[case]
+    env = make_vec_env(env_id if env_id.endswith("-v1") else _env_of(env_id), n_envs=2, seed=0)
+    model = algo(policy, env, seed=0, fast_mode=True, **kwargs)
+    rollout = model.n_steps * model.n_envs
+    before = _compilations()
+    model.learn(2 * rollout)
+    compiled = _compilations()
+    assert compiled[0] > before[0] and compiled[1] > before[1]
+    betas, learning_rates = [], []
+
+    def record_update(_locals, _globals) -> bool:
+        if _locals["n_steps"] == 0:  # the first step of a rollout, after the last update
+            betas.append(getattr(model, "beta", None))
+            learning_rates.append(float(_group(model)["lr"]))
+        return True
+
+    model.learn(4 * rollout, reset_num_timesteps=False, callback=record_update)
+    assert _compilations() == compiled, "an update recompiled"
+    learning_rates, betas = learning_rates[1:], betas[1:]  # after each of the last 3 updates
+    assert model._fast_path.enabled
+    if callable(kwargs.get("learning_rate")):
+        assert len(set(learning_rates)) == 3  # the schedule moved, and nothing recompiled
+    if algo is PPOPenalty and model.kl_target is not None:
+        assert len(set(betas)) == 3
+    if "target_kl" in kwargs:
+        assert model._n_updates < 6 * model.n_epochs  # the early stop ran (compiled loss, host check, compiled step)
+
+
+def _train_once(model, fast_mode: bool) -> tuple[dict[str, th.Tensor], dict]:
+    """One train() on the model's rollout, in the given mode; the model is put back as it was afterwards."""
+    policy_state = copy.deepcopy(model.policy.state_dict())
+    optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
+    numpy_state = np.random.get_state()
+    model.fast_mode = fast_mode
+    with distribution_validation(False):  # as learn() runs train()
+        model.train()
+    parameters = {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
+    logs = dict(model.logger.name_to_value)
+    model.policy.load_state_dict(policy_state)
+    model.policy.optimizer.load_state_dict(optimizer_state)
+    np.random.set_state(numpy_state)  # the same minibatches for the other mode
+    return parameters, logs
+
+
+@pytest.mark.parametrize(
+    "algo, env_id, kwargs",
+    [
+        (PPOClip, "CartPole-v1", {"clip_range_vf": 0.2, "ent_coef": 0.01}),
+        (PPOPenalty, "Pendulum-v1", {"use_sde": True, "clip_range": 0.3}),
+        # With target_kl (never reached here): the compiled loss, the host's check, then the compiled step
+        (PPOPenalty, "CartPole-v1", {"target_kl": 10.0}),
+    ],
+)
+def test_a_fast_update_is_the_eager_update(algo, env_id, kwargs):
+    model = algo("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, fast_mode=True, **SMALL, **kwargs)
+    model.learn(2 * model.n_steps * model.n_envs)  # compiled, and a rollout in the buffer
+    fast_parameters, fast_logs = _train_once(model, fast_mode=True)
+    eager_parameters, eager_logs = _train_once(model, fast_mode=False)
+    start = model.policy.state_dict()
+    for name, eager in eager_parameters.items():
+        # float32 in another order of operations, over 8 Adam steps (which scale tiny gradients up): the updates agree
+        # to within 1% (a wrong coefficient, a skipped or repeated step would differ by far more)
+        eager_update, fast_update = eager - start[name], fast_parameters[name] - start[name]
+        relative_difference = float((fast_update - eager_update).norm() / eager_update.norm())
+        assert relative_difference < 1e-2, (name, relative_difference)
+    for key in ("train/loss", "train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl"):
+        assert fast_logs[key] == pytest.approx(eager_logs[key], rel=1e-2, abs=1e-4), key
+
+
+def _float64_minibatch(model):
+    rollout_data = next(model.rollout_buffer.get(model.batch_size))
+    return type(rollout_data)(
+        *(value.double() if isinstance(value, th.Tensor) and value.is_floating_point() else value for value in rollout_data)
+    )
+
+
+@pytest.mark.parametrize("algo, env_id", [(PPOClip, "CartPole-v1"), (PPOPenalty, "Pendulum-v1")])
+def test_the_compiled_gradient_step_is_the_eager_one_in_float64(algo, env_id, fresh_compiler, monkeypatch):
+    # A rollout and an update, eagerly; then the policy in float64, and only then compiled (dynamo would not see the
+    # policy's dtype change in a graph it compiled before)
+    model = algo("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, clip_range_vf=0.2, **SMALL)
+    model.learn(model.n_steps * model.n_envs)
+    model.policy.double()
+    # SB3 casts Box observations to float32 before the network: keep them in float64
+    monkeypatch.setattr(policies, "preprocess_obs", lambda observations, *args, **kwargs: observations.double())
+    model.fast_mode = True
+    optimizer = model.policy.optimizer
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key != "step":
+                state[key] = value.double()
+    rollout_data = _float64_minibatch(model)
+    float_scalars = model._update_scalars()
+    start = copy.deepcopy(model.policy.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+    fast_path = model._fast_path_of_update()
+    tensor_scalars = fast_path.as_tensors(float_scalars, th.float64)
+    model._prepare_optimizer(fast_path)
+    compiled_step = model._step_functions(fast_path)[0]
+    with distribution_validation(False):
+        compiled_steps = [compiled_step(rollout_data, tensor_scalars, True) for _ in range(3)]
+    compiled_parameters = copy.deepcopy(model.policy.state_dict())
+
+    model.policy.load_state_dict(start[0])
+    optimizer.load_state_dict(start[1])
+    model.fast_mode = False
+    model._prepare_optimizer(None)
+    with distribution_validation(False):
+        eager_steps = [model._gradient_step(rollout_data, float_scalars, True) for _ in range(3)]
+    # The first step starts from the same parameters: the same values up to float64 roundings
+    for field in ("loss", "policy_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl", "gradient_norm"):
+        compiled, eager = getattr(compiled_steps[0], field), getattr(eager_steps[0], field)
+        th.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-14, msg=lambda text, f=field: f"{f}: {text}")
+    # The updates: compiled, Adam computes its bias corrections from its float32 step counter (eagerly, from a Python
+    # float), a relative difference of about 1e-7 of each update; anything else (a coefficient, a term, a clipping)
+    # would differ by far more
+    for name, eager in model.policy.state_dict().items():
+        assert eager.dtype == th.float64
+        eager_update, compiled_update = eager - start[0][name], compiled_parameters[name] - start[0][name]
+        assert eager_update.abs().max() > 1e-6, name
+        tolerance = {"rtol": 1e-5, "atol": 1e-5 * float(eager_update.abs().max())}
+        th.testing.assert_close(compiled_update, eager_update, **tolerance, msg=lambda t, n=name: f"{n}: {t}")
+    for compiled, eager in zip(compiled_steps[1:], eager_steps[1:], strict=True):
+        th.testing.assert_close(compiled.loss, eager.loss, rtol=1e-6, atol=0.0)
+
+
+def test_every_model_of_a_process_compiles():
+    # dynamo keeps an entry per optimizer in the optimizer step's frames; past its default limit (8) it would run the
+    # step eagerly without a word (an Optuna study trains many models in one process)
+    for seed in range(10):
+        model = PPOClip("MlpPolicy", "CartPole-v1", seed=seed, fast_mode=True, **SMALL)
+        before = _compilations()
+        model.learn(32)
+        assert _compilations()[0] > before[0], f"model {seed} did not compile"
+
+
+def test_saved_in_fast_mode_loads_in_default_mode_and_back(tmp_path):
+    model = PPOPenalty("MlpPolicy", "CartPole-v1", seed=0, fast_mode=True, **SMALL)
+    model.learn(64)
+    model.save(tmp_path / "model")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        data = json.loads(archive.read("data"))
+        with archive.open("policy.optimizer.pth") as file:
+            optimizer_state = th.load(file, weights_only=True)
+    # No compiled object and no mode in the checkpoint: SB3's Adam settings, the learning rate as a float
+    assert "_fast_path" not in data and "fast_mode" not in data
+    saved_group = optimizer_state["param_groups"][0]
+    assert (saved_group["fused"], saved_group["foreach"], saved_group["capturable"]) == (None, None, False)
+    assert isinstance(saved_group["lr"], float)
+
+    default = PPOPenalty.load(tmp_path / "model", env=model.get_env())
+    assert not default.fast_mode
+    default.learn(32)
+    assert _implementation(default) == (None, True, False) and isinstance(_group(default)["lr"], float)
+    default.save(tmp_path / "default")
+    fast_again = PPOPenalty.load(tmp_path / "default", env=model.get_env(), fast_mode=True)
+    observations = np.stack([model.observation_space.sample() for _ in range(8)])
+    for name, value in default.policy.state_dict().items():
+        assert th.equal(fast_again.policy.state_dict()[name], value), name
+    assert fast_again.beta == default.beta
+    fast_again.learn(32)
+    assert fast_again._fast_path.enabled and isinstance(_group(fast_again)["lr"], th.Tensor)
+    assert np.isfinite(fast_again.predict(observations, deterministic=True)[0]).all()
+
+
+def test_explicit_optimizer_implementation_wins():
+    # The user's choice wins; multi-tensor Adam on the CPU cannot take the compiled step's tensor learning rate, so
+    # this runs eagerly, and says why
+    chosen = PPOClip(
+        "MlpPolicy", "CartPole-v1", fast_mode=True, policy_kwargs={"optimizer_kwargs": {"foreach": True}}, **SMALL
+    )
+    with pytest.warns(UserWarning, match="compiling the gradient step failed with .*lr as a Tensor is not supported"):
+        chosen.learn(32)
+    assert _implementation(chosen)[:2] == (None, True) and not chosen._fast_path.enabled
+    # Another optimizer compiles too, with the same implementation choice
+    rmsprop = PPOClip("MlpPolicy", "CartPole-v1", fast_mode=True, policy_kwargs={"optimizer_class": th.optim.RMSprop}, **SMALL)
+    rmsprop.learn(32)
+    assert rmsprop._fast_path.enabled and _group(rmsprop)["foreach"] is False
+    other = PPOClip("MlpPolicy", "CartPole-v1", policy_kwargs={"optimizer_class": th.optim.RMSprop}, **SMALL)
+    other.learn(32)
+    assert _group(other)["foreach"] is None
+
+
+def _fallback_run(match: str, algo=PPOClip, **kwargs):
+    """Train in fast mode and check: one warning matching ``match``, the eager fused path, a finite trained model."""
+    model = algo("MlpPolicy", "CartPole-v1", seed=0, fast_mode=True, **SMALL, **kwargs)
+    start = copy.deepcopy(model.policy.state_dict())
+    with pytest.warns(UserWarning, match=match) as caught:
+        model.learn(3 * 32)
+    fallback_warnings = [warning for warning in caught if "fast_mode runs without compilation" in str(warning.message)]
+    assert len(fallback_warnings) == 1
+    assert model.num_timesteps == 96 and model._n_updates == 3 * model.n_epochs
+    assert _implementation(model) == (True, None, False) and isinstance(_group(model)["lr"], float)
+    parameters = model.policy.state_dict()
+    assert all(th.isfinite(value).all() for value in parameters.values())
+    assert any(not th.equal(parameters[name], start[name]) for name in start)
+    return model
+
+
+def test_fallback_without_a_cpp_compiler(fresh_compiler):
+    # No cached kernels either: inductor has to build them
+    with th._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}):
+        _fallback_run(r"compiling the policy's forward pass failed with InvalidCxxCompiler: No working C\+\+ compiler found")
+
+
+@pytest.mark.parametrize("version", ["2.3.1", "1.13.0+cpu"])
+def test_fallback_on_an_old_torch(monkeypatch, version):
+    monkeypatch.setattr(th, "__version__", version)
+    before = _compilations()
+    _fallback_run(rf"torch {re.escape(version)} has no torch.compile that fast_mode can use \(it needs torch >= 2.6\)")
+    assert _compilations() == before
+
+
+def test_fallback_without_torch_compile(monkeypatch):
+    monkeypatch.delattr(th, "compile")
+    _fallback_run(r"has no torch.compile that fast_mode can use")
+
+
+@th.library.custom_op("sb3_ppo_variants_tests::opaque_identity", mutates_args=())
+def opaque_identity(tensor: th.Tensor) -> th.Tensor:
+    """An operator without a fake (meta) implementation: dynamo cannot trace through it."""
+    return tensor.clone()
+
+
+def _opaque_identity_backward(ctx, grad):
+    return grad
+
+
+opaque_identity.register_autograd(_opaque_identity_backward)
+
+
+class UntraceableExtractor(FlattenExtractor):
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return opaque_identity(super().forward(observations))
+
+
+def test_fallback_with_a_policy_that_cannot_be_traced(fresh_compiler):
+    _fallback_run(
+        r"compiling the policy's forward pass failed with \w+",
+        policy_kwargs={"features_extractor_class": UntraceableExtractor},
+    )
+
+
+class UntraceableValueLossPPOPenalty(PPOPenalty):
+    def _value_loss(self, values, rollout_data, clip_range_vf):
+        return opaque_identity(F.mse_loss(rollout_data.returns, values))
+
+
+class MinibatchRecordingPPOPenalty(UntraceableValueLossPPOPenalty):
+    """Records the first minibatch of every pass over the rollout (outside the compiled functions)."""
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.first_minibatches: list[th.Tensor] = []
+        buffer_get = self.rollout_buffer.get
+
+        def get(batch_size=None):
+            for index, minibatch in enumerate(buffer_get(batch_size)):
+                if index == 0:
+                    self.first_minibatches.append(minibatch.observations.clone())
+                yield minibatch
+
+        self.rollout_buffer.get = get
+
+
+def test_fallback_during_an_update_undoes_the_attempt_and_redoes_it_eagerly(fresh_compiler):
+    # The rollout forward compiles; the gradient step cannot: the first update falls back, then everything runs eagerly
+    model = _fallback_run(r"compiling the gradient step failed with \w+", algo=MinibatchRecordingPPOPenalty)
+    assert not model._fast_path.enabled
+    assert "forward" not in vars(model.policy)
+    # The attempt's pass, then the eager update's epochs, each update 2 epochs: the eager update took the same
+    # minibatches as the failed attempt (the random state was restored)
+    assert len(model.first_minibatches) == 1 + 3 * model.n_epochs
+    assert th.equal(model.first_minibatches[0], model.first_minibatches[1])
+
+
+class FailingValueLossPPOClip(PPOClip):
+    def _value_loss(self, values, rollout_data, clip_range_vf):
+        raise ValueError("the value loss failed")
+
+
+def test_an_error_of_the_algorithm_is_not_taken_for_a_compilation_failure():
+    model = FailingValueLossPPOClip("MlpPolicy", "CartPole-v1", seed=0, fast_mode=True, **SMALL)
+    with pytest.raises(ValueError, match="the value loss failed"):
+        model.learn(32)
+    assert model._fast_path.enabled  # no fallback: the same error would stop the eager path
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+def test_cuda_graphs_capturable_optimizer_and_no_host_sync():
+    model = PPOPenalty("MlpPolicy", "Pendulum-v1", seed=0, device="cuda", fast_mode=True, use_sde=True, **SMALL)
+    model.learn(3 * 32)
+    assert model._fast_path.enabled and model._fast_path.cuda_graphs
+    group = _group(model)
+    assert group["capturable"] is True and group["foreach"] is True
+    assert group["lr"].device.type == "cuda"
+    assert all(state["step"].device.type == "cuda" for state in model.policy.optimizer.state.values())
+    # The minibatch loop (the buffer's minibatches, the compiled step) never waits for the GPU
+    step = model._step_functions(model._fast_path)[0]
+    scalars = model._fast_path.as_tensors(model._update_scalars(), th.float32)
+    with distribution_validation(False):
+        th.cuda.set_sync_debug_mode("error")
+        try:
+            for rollout_data in model.rollout_buffer.get(model.batch_size):
+                step(rollout_data, scalars, True)
+        finally:
+            th.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+def test_fused_adam_on_cuda_without_compilation(monkeypatch):
+    # SB3 issue #1770: fused Adam built before the policy moves to the GPU; here fused is chosen at every update
+    monkeypatch.setattr(fast, "compilation_unavailable_reason", lambda: "forced by the test")
+    model = PPOClip("CnnPolicy", FakeImageEnv(screen_height=36, screen_width=36), device="cuda", fast_mode=True, **SMALL)
+    with pytest.warns(UserWarning, match="forced by the test"):
+        model.learn(64)
+    assert _implementation(model) == (True, None, False)
