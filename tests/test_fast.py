@@ -39,6 +39,16 @@ def _compilations() -> tuple[int, int]:
     return counters["frames"]["ok"], counters["stats"]["unique_graphs"]
 
 
+def _graph_breaks_that_leave_the_step_uncompiled() -> list[str]:
+    """
+    :return: The graph breaks so far in this process that would take part of the gradient step out of its graph: a
+        tensor with a graph that outlives the backward pass (the backward pass then runs outside the forward pass's
+        graph), or a call half made across the optimizer's own graph breaks (the rest of the step then runs eagerly)
+    """
+    symptoms = ("autograd.grad consumed returned tensor's grad_fn", "Reconstruction failure")
+    return [reason for reason in counters["graph_break"] if any(symptom in reason for symptom in symptoms)]
+
+
 def _group(model) -> dict:
     return model.policy.optimizer.param_groups[0]
 
@@ -134,9 +144,11 @@ def test_nothing_recompiles_from_one_update_to_the_next(case):
     model = algo(policy, env, seed=0, fast_mode=True, **kwargs)
     rollout = model.n_steps * model.n_envs
     before = _compilations()
+    counters["graph_break"].clear()
     model.learn(2 * rollout)
     compiled = _compilations()
     assert compiled[0] > before[0] and compiled[1] > before[1]
+    assert _graph_breaks_that_leave_the_step_uncompiled() == []
     betas, learning_rates = [], []
 
     def record_update(_locals, _globals) -> bool:

@@ -99,9 +99,9 @@ def test_a_non_finite_step_late_in_an_update_undoes_the_whole_update(algo):
     model._value_loss = value_loss_overflowing_at_step_4
     with pytest.raises(NonFiniteError, match=r"value_loss=inf.* gradient step 4 of the update; the update was undone"):
         model.learn(32, reset_num_timesteps=False)
-    # Two steps per epoch: the guard stopped after the epoch of step 4, and three finite steps were undone with it
+    # Two steps per epoch, checked once per update: all six steps ran, and the five others were undone with step 4
     assert model._n_updates == n_updates  # the undone update's epochs are not counted
-    assert len(calls) == 4
+    assert len(calls) == 6
     _assert_unchanged(before, model)
     _assert_optimizer_unchanged(optimizer_before, model)
 

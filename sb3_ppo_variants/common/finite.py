@@ -108,10 +108,10 @@ class UpdateRollback:
     Undo a whole update if one of its gradient steps was not finite, or if anything else goes wrong within it.
 
     Entering takes a copy of the policy's and its optimizer's state. Each gradient step records its scalar terms
-    (:meth:`record`, tensors: no host synchronization); :meth:`check` (once per epoch) reads them with one transfer and,
-    if one is not finite, restores the copy and raises :class:`NonFiniteError` naming the terms and the step. Any
-    exception leaving the block (a non-finite KL, an interrupt) also restores the copy: the policy and its optimizer
-    are always those of before the update or those of after it.
+    (:meth:`record`, tensors: no host synchronization); :meth:`check` (once per update, by the caller) reads them with
+    one transfer and, if one is not finite, restores the copy and raises :class:`NonFiniteError` naming the terms and
+    the step. Any exception leaving the block (a non-finite KL, an interrupt) also restores the copy: the policy and
+    its optimizer are always those of before the update or those of after it.
 
     :param policy: The policy whose parameters, and whose ``optimizer``, the update changes
     :param term_names: Names of the terms recorded per step, in :meth:`record`'s order

@@ -11,6 +11,7 @@ With the clipped objective, every float operation and every draw from the random
 one of SB3's ``PPO.train()``, so on CPU a seeded run ends with exactly SB3's parameters.
 """
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -109,6 +110,19 @@ def _is_infinite_constant(value: Any) -> bool:
     if isinstance(value, ConstantSchedule):
         value = value.val
     return isinstance(value, (float, int)) and math.isinf(value) and value > 0
+
+
+def _forget_last_distribution(policy: BasePolicy) -> None:
+    """
+    Drop the distribution that SB3's policies keep from their last forward pass (``policy.action_dist.distribution``,
+    absent as after the policy's construction). Kept, its tensors would outlive the gradient step with their graph:
+    compiled, dynamo then cannot trace the backward pass into the graph of the forward pass. No value changes.
+
+    :param policy: The policy
+    """
+    action_dist = getattr(policy, "action_dist", None)
+    if isinstance(action_dist, Distribution) and hasattr(action_dist, "distribution"):
+        del action_dist.distribution
 
 
 @contextmanager
@@ -445,14 +459,15 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self.policy.optimizer.step()
         return gradient_norm
 
-    def _optimizer_step(self, loss: th.Tensor) -> th.Tensor:
+    def _optimizer_step(self, loss: th.Tensor, clip_gradients_and_step: Callable[[], th.Tensor] | None = None) -> th.Tensor:
         """
         :param loss: A minibatch's loss
+        :param clip_gradients_and_step: :meth:`_clip_gradients_and_step` (the default), or its compiled version
         :return: The norm of the gradient, before clipping
         """
         self.policy.optimizer.zero_grad()
         loss.backward()
-        return self._clip_gradients_and_step()
+        return (clip_gradients_and_step or self._clip_gradients_and_step)()
 
     def _gradient_step(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
         """
@@ -482,8 +497,15 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         :return: The statistics of the step, the loss detached
         """
         step = self._minibatch_loss(rollout_data, scalars, with_kl)
-        step.loss.backward()
-        return step._replace(loss=step.loss.detach(), gradient_norm=self._clip_gradients_and_step())
+        loss = step.loss
+        _forget_last_distribution(self.policy)
+        loss.backward()
+        # Detached before the optimizer step, and the norm kept in a local: compiled, the optimizer's step breaks the
+        # graph, and a tensor with a graph (or a call half made) across a break puts the backward pass, or the rest of
+        # the function, out of the compiled graph
+        step = step._replace(loss=loss.detach())
+        gradient_norm = self._clip_gradients_and_step()
+        return step._replace(gradient_norm=gradient_norm)
 
     def _step_functions(self, fast_path: FastPath | None) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
         """
@@ -500,12 +522,13 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             self.policy.optimizer.zero_grad()
             return compiled_step(rollout_data, scalars, with_kl)
 
+        # target_kl: the loss, then the host's check, then the step; the backward pass of a loss computed by another
+        # compiled function runs eagerly (through the compiled backward graph), and so does the reset
+        compiled_clip_and_step = fast_path.compiled("the optimizer step", self._clip_gradients_and_step, cuda_graphs=False)
         return (
             gradient_step,
-            # target_kl: the loss, then the host's check, then the step; the backward pass of a loss computed by
-            # another compiled function runs eagerly (through the compiled backward graph)
             fast_path.compiled("the minibatch loss", self._minibatch_loss, cuda_graphs=False),
-            fast_path.compiled("the optimizer step", self._optimizer_step, cuda_graphs=False),
+            functools.partial(self._optimizer_step, clip_gradients_and_step=compiled_clip_and_step),
         )
 
     def _fast_path_of_update(self) -> FastPath | None:
@@ -561,7 +584,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             scalars = fast_path.as_tensors(scalars, next(self.policy.parameters()).dtype)
 
         # Per-minibatch statistics stay tensors until the end of the update: no host sync per value on a GPU (their
-        # float values, and hence the logs, are SB3's). The rollback reads the terms of each step once per epoch.
+        # float values, and hence the logs, are SB3's). The rollback reads the terms of each step once per update.
         steps: list[StepStatistics] = []
         approx_kl_divs: list[th.Tensor] = []
         epochs_done = 0
@@ -594,11 +617,13 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
                     steps.append(step)
                     rollback.record(step.policy_loss, step.value_loss, step.entropy_loss, step.gradient_norm)
 
-                rollback.check()
                 epochs_done += 1
                 if not continue_training:
                     break
 
+            # Once per update (a host sync per epoch costs a sizable part of a compiled epoch of one minibatch): a
+            # non-finite step undoes the whole update anyway, and its message names the first such step
+            rollback.check()
             self._after_policy_update()
         if fast_path is not None and fast_path.cuda_graphs:
             # The gradients are outputs of a CUDA graph, which its next replay overwrites: none is left behind
