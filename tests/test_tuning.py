@@ -6,6 +6,7 @@ The PostgreSQL test needs ``SB3PV_TEST_POSTGRES_URL`` (``.ci/run`` starts a serv
 when the variable is missing rather than skipping.
 """
 
+import csv
 import os
 import queue
 import re
@@ -24,6 +25,9 @@ from broken_envs import TRAINING_STARTED
 from optuna.trial import TrialState
 
 from sb3_ppo_variants import PPOPenalty
+from sb3_ppo_variants.zoo import zoo_hyperparameters
+from sb3_ppo_variants.zoo.storage import CONNECTIONS_PER_JOB, POOL_SIZE, make_storage
+from sb3_ppo_variants.zoo.validation import Candidate, train_and_evaluate
 
 TESTS = Path(__file__).resolve().parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -62,9 +66,24 @@ def test_newcomer_tune_command_writes_a_report(tmp_path):
     study_folder = tmp_path / "logs" / "ppo_penalty" / "ppo_penalty-CartPole-v1"
     study = _load(f"sqlite:///{study_folder / 'study.db'}", "ppo_penalty-CartPole-v1")
     assert len(study.get_trials(states=FINISHED)) == 3
+    # 3 trials never leave TPE's 10 random start-up trials: said once
+    assert result.stderr.count("ends within the TPE sampler's 10 random start-up trials") == 1
+    assert "ExperimentalWarning" not in result.stderr
+
+    # tune trains 3 seeds per trial, the same for every trial; a trial's value is their mean, and so is each report
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["seeds"] == [0, 1, 2]
+        values = trial.user_attrs["seed_values"]
+        assert len(values) == 3 and trial.value == pytest.approx(sum(values) / 3)
+        assert trial.intermediate_values[max(trial.intermediate_values)] == pytest.approx(trial.value)
+        trial_folder = study_folder / "trials" / f"trial_{trial.number}"
+        assert {path.name for path in trial_folder.iterdir()} >= {"seed_0", "seed_1", "seed_2", "best_model.zip"}
 
     report = study_folder / "report"
-    assert (report / "trials.csv").read_text().count("\n") == 4  # header + 3 trials
+    table = (report / "trials.csv").read_text()
+    assert table.count("\n") == 4  # header + 3 trials
+    header = table.splitlines()[0].split(",")
+    assert "user_attrs_seed_values" in header and header[-1] == "reason"
     for picture in ("optimization_history.png", "param_importances.png"):
         assert (report / picture).read_bytes()[:4] == b"\x89PNG"
     snippet = (report / "best_hyperparameters.yml").read_text()
@@ -110,6 +129,21 @@ def test_trials_keep_the_yaml_policy_kwargs_and_trial_id_zero_is_loaded(tmp_path
         assert trained.clip_range is None  # not the YAML's 0.3
 
 
+def _first_trial_params(cwd: Path, study_name: str, *args: str) -> dict:
+    storage = f"sqlite:///{cwd / 'studies.db'}"
+    # A 64-step budget: most sampled rollouts are larger and pruned at once, which is all this needs
+    common = ["train", "-optimize", "--env", "CartPole-v1", "-n", "64", "--n-trials", "1", "--no-optim-plots"]
+    _run([*common, "--storage", storage, "--study-name", study_name, "--seed", "7", *args], cwd)
+    return _load(storage, study_name).trials[0].params
+
+
+def test_workers_sample_with_seeds_of_their_own_unless_pinned(tmp_path):
+    # rl_zoo3 alone seeds the sampler with --seed: two workers given one seed would sample the same trials
+    assert _first_trial_params(tmp_path, "a") != _first_trial_params(tmp_path, "b")
+    pinned = ["--sampler-seed", "11"]
+    assert _first_trial_params(tmp_path, "c", *pinned) == _first_trial_params(tmp_path, "d", *pinned)
+
+
 def _two_workers_share_one_budget(storage: str, cwd: Path, budget: int = 6) -> None:
     study_name = f"shared-{uuid.uuid4().hex[:8]}"
     args = ["train", "-optimize", *FAST_TRIAL, "--storage", storage, "--study-name", study_name]
@@ -136,13 +170,27 @@ def test_two_processes_share_a_sqlite_study(tmp_path):
     _two_workers_share_one_budget(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
 
 
-def test_two_processes_share_a_postgresql_study(tmp_path):
+def _postgres_url() -> str:
     url = os.environ.get("SB3PV_TEST_POSTGRES_URL")
     if url is None:
         if os.environ.get("CI"):
             pytest.fail("SB3PV_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL and sets it")
         pytest.skip("no PostgreSQL server (set SB3PV_TEST_POSTGRES_URL, see .ci/postgres.sh)")
-    _two_workers_share_one_budget(url, tmp_path)
+    return url
+
+
+def test_two_processes_share_a_postgresql_study(tmp_path):
+    _two_workers_share_one_budget(_postgres_url(), tmp_path)
+
+
+def test_postgresql_connections_are_checked_and_bounded():
+    storage = make_storage(_postgres_url(), n_jobs=3)
+    pool = storage.engine.pool
+    # pool_pre_ping: a connection that the server or a firewall dropped while idle is replaced, not an error
+    assert pool._pre_ping is True
+    assert pool.size() == POOL_SIZE and pool._max_overflow == CONNECTIONS_PER_JOB * 3
+    assert make_storage(_postgres_url(), n_jobs=3) is storage  # one pool per process and URL
+    optuna.create_study(storage=storage, study_name=f"pool-{uuid.uuid4().hex[:8]}")
 
 
 def _wait_for_line(process: subprocess.Popen, marker: str, timeout: float) -> list[str]:
@@ -193,6 +241,10 @@ def test_killed_worker_trial_fails_and_the_study_goes_on(tmp_path):
     # The dead trial's hyperparameters were retried
     retried = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params
+    # and the report gives the reason that Optuna did not record
+    table = (tmp_path / "logs" / "ppo_penalty" / study_name / "report" / "trials.csv").read_text()
+    rows = list(csv.DictReader(table.splitlines()))
+    assert "stopped sending heartbeats" in rows[killed.number]["reason"]
 
 
 def test_non_finite_trials_are_pruned_with_their_reason(tmp_path):
@@ -211,3 +263,45 @@ def test_non_finite_trials_are_pruned_with_their_reason(tmp_path):
         assert trial.state == TrialState.PRUNED
         reason = trial.user_attrs["pruned_reason"]
         assert re.match(r"NonFiniteError: The environment returned non-finite (terminal_)?observation", reason)
+
+
+def _validation_rows(folder: Path) -> dict[tuple[str, int], float]:
+    rows = csv.DictReader((folder / "validation.csv").read_text().splitlines())
+    return {(row["candidate"], int(row["seed"])): float(row["final_return"]) for row in rows}
+
+
+def test_validate_retrains_the_best_trials_on_fresh_seeds(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    tuning = ["--storage", storage, "--study-name", "tuned"]
+    _run(["train", "-optimize", *FAST_TRIAL, *tuning, "--n-trials", "3", "--seed", "0", "--no-optim-plots"], tmp_path)
+    best = sorted(_load(storage, "tuned").get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)[-2:]
+
+    args = ["validate", "--env", "CartPole-v1", *tuning, "--top", "2", "--seeds", "2", "-n", "1024"]
+    result = _run([*args, "--eval-episodes", "2", "--workers", "2", "-f", "logs"], tmp_path)
+    folder = tmp_path / "logs" / "ppo_penalty" / "tuned" / "validation"
+    returns = _validation_rows(folder)
+    names = ["current", *(f"trial-{trial.number}" for trial in reversed(best)), "sb3-ppo"]
+    assert sorted(returns) == sorted((name, seed) for name in names for seed in (1000, 1001))
+    # Each run is the candidate's entry trained with its seed: the same as training it here
+    current = Candidate("current", "ppo_penalty", {**zoo_hyperparameters("ppo_penalty", "CartPole-v1"), "n_timesteps": 1024})
+    assert returns[("current", 1001)] == train_and_evaluate(current, "CartPole-v1", 1001, eval_episodes=2)
+    markdown = (folder / "validation.md").read_text()
+    assert markdown in result.stdout
+    assert "| current | ppo_penalty | 2/2 |" in markdown and "| sb3-ppo | ppo | 2/2 |" in markdown
+    assert "# Validated on seeds 1000-1001: " in markdown
+
+
+def test_validation_workers_on_two_machines_share_a_postgresql_queue(tmp_path):
+    url, study_name = _postgres_url(), f"validate-{uuid.uuid4().hex[:8]}"
+    args = ["validate", "--env", "CartPole-v1", "--storage", url, "--study-name", study_name, "--top", "0"]
+    args += ["--seeds", "3", "-n", "512", "--eval-episodes", "1", "--workers", "1", "-f", "logs"]
+    # Two workers started together, as on two machines: one defines the runs, both take them from the queue
+    workers = [_start(args, tmp_path) for _ in range(2)]
+    outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    study = _load(url, f"{study_name}-validation")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(trial.params["run"] for trial in complete) == list(range(6))  # 2 candidates x 3 seeds, each run once
+    finished_by_worker = [set(re.findall(r"Trial (\d+) finished", output)) for output in outputs]
+    assert all(finished_by_worker) and not finished_by_worker[0] & finished_by_worker[1]
+    assert all("| current | ppo_penalty |" in output for output in outputs)

@@ -13,18 +13,27 @@ Changes, each for a known zoo pitfall or gap:
   ends at once as FAIL (reason recorded) without training, so the study finishes exactly the budget.
 - A trial whose training goes non-finite is pruned with its reason in the trial's user attributes; any trial
   that fails records why (``fail_reason``). The study goes on.
-- The report: a CSV of trials, the optimization history and parameter importances as PNG (matplotlib), the best
-  trial's model and its zoo YAML entry.
+- ``--trial-seeds K``: each trial trains K seeds (in lockstep, see :mod:`sb3_ppo_variants.zoo.seeds`), its value
+  the mean of their evaluations (the per-seed values on the trial); the pruner judges the running mean.
+- Each worker samples with a seed of its own (printed; ``--sampler-seed`` pins it): rl_zoo3 seeds the sampler with
+  ``--seed``, so two workers given one seed, or a worker restarted with its seed, sample the same trials again.
+- A sampled rollout (``n_steps`` x envs) larger than the trial's budget is pruned at once, with its reason; a study
+  whose budget never leaves the sampler's random start-up phase warns.
+- The report: a CSV of trials (with the reason of each pruned or failed one), the optimization history and parameter
+  importances as PNG (matplotlib), the best trial's model and its zoo YAML entry.
 """
 
 import copy
 import os
+import secrets
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import rl_zoo3
 import yaml
@@ -36,10 +45,13 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.callbacks import EvalCallback
 
 from sb3_ppo_variants.common.finite import NonFiniteError
 from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, policy_kwargs_dict, zoo_config_path
 from sb3_ppo_variants.zoo.report import write_report
+from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
 from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage
 
 # rl_zoo3's own PPO hyperparameters, for the envs that this package's files do not cover
@@ -65,11 +77,25 @@ def _with_yaml_policy_kwargs(hyperparameters: dict[str, Any], yaml_policy_kwargs
     return hyperparameters
 
 
-def _merging_sampler(sampler: Callable[..., dict[str, Any]], yaml_policy_kwargs: Any) -> Callable[..., dict[str, Any]]:
-    """:return: ``sampler`` whose samples keep the YAML ``policy_kwargs`` that they do not set"""
+def _checked_sampler(
+    sampler: Callable[..., dict[str, Any]], yaml_policy_kwargs: Any, n_envs: int, n_timesteps: int
+) -> Callable[..., dict[str, Any]]:
+    """
+    :return: ``sampler`` whose samples keep the YAML ``policy_kwargs`` that they do not set, and which prunes at once
+        (with its reason) a trial whose rollout is larger than its budget: it would train on one rollout, or none
+    """
 
-    def sample(*args: Any) -> dict[str, Any]:
-        return _with_yaml_policy_kwargs(sampler(*args), yaml_policy_kwargs)
+    def sample(trial: optuna.Trial, *args: Any) -> dict[str, Any]:
+        hyperparameters = _with_yaml_policy_kwargs(sampler(trial, *args), yaml_policy_kwargs)
+        rollout = int(hyperparameters.get("n_steps", 0)) * n_envs
+        if rollout > n_timesteps:
+            reason = (
+                f"rollout too large: n_steps {hyperparameters['n_steps']} x {n_envs} envs = {rollout} steps, more "
+                f"than the trial's budget of {n_timesteps} steps"
+            )
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+        return hyperparameters
 
     return sample
 
@@ -82,11 +108,24 @@ class TuningExperimentManager(ExperimentManager):
     ``_create_sampler``): rl_zoo3 is bounded to its tested minor version in the ``zoo`` extra.
 
     :param heartbeat_interval: Seconds between trial heartbeats (SQLite and PostgreSQL storages)
+    :param trial_seeds: Seeds that each trial trains (1: rl_zoo3's own objective, one unseeded run)
+    :param sampler_seed: The sampler's seed (None: a new one, printed)
     """
 
-    def __init__(self, *args: Any, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL,
+        trial_seeds: int = 1,
+        sampler_seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if trial_seeds < 1:
+            raise ValueError(f"trial_seeds must be an integer >= 1, got {trial_seeds}")
         self.heartbeat_interval = heartbeat_interval
+        self.trial_seeds = trial_seeds
+        self.sampler_seed = secrets.randbelow(2**32) if sampler_seed is None else sampler_seed
         if self.optimize_hyperparameters:
             self.study_name = self.study_name or f"{self.algo}-{self.env_name.gym_id}"
             study_folder = os.path.join(self.log_folder, self.algo, self.study_name)
@@ -144,13 +183,131 @@ class TuningExperimentManager(ExperimentManager):
         return hyperparams, saved_hyperparams
 
     def load_trial(self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True) -> dict[str, Any]:
-        study = optuna.load_study(storage=make_storage(storage, self.heartbeat_interval), study_name=study_name)
+        study = optuna.load_study(storage=self._storage(storage), study_name=study_name)
         trial = study.best_trial if trial_id is None else study.trials[trial_id]
         if trial_id is not None and trial.state != TrialState.COMPLETE:
             print(f"Warning: trial {trial_id} of study {study_name} is {trial.state.name}, not COMPLETE")
         if convert:
             return HYPERPARAMS_CONVERTER[self.algo](trial.params)
         return trial.params
+
+    def _storage(self, url: str) -> optuna.storages.BaseStorage:
+        return make_storage(url, self.heartbeat_interval, n_jobs=self.n_jobs)
+
+    def _create_sampler(self, sampler_method: str) -> optuna.samplers.BaseSampler:
+        # rl_zoo3 seeds the sampler with --seed, the training's seed
+        training_seed, self.seed = self.seed, self.sampler_seed
+        try:
+            return super()._create_sampler(sampler_method)
+        finally:
+            self.seed = training_seed
+
+    def objective(self, trial: optuna.Trial) -> float:
+        if self.trial_seeds == 1:
+            return super().objective(trial)
+        return self._multi_seed_objective(trial)
+
+    def _trial_seeds(self) -> list[int]:
+        """:return: The seeds of every trial: the same for all, so that trials differ by their hyperparameters only"""
+        return [(self.seed + index) % 2**32 for index in range(self.trial_seeds)]
+
+    def _train_seed(self, hyperparameters: dict[str, Any], seed: int, callback: EvalCallback) -> None:
+        """Train one seed of a trial (in its own process, see :mod:`sb3_ppo_variants.zoo.seeds`)."""
+        self.seed = seed  # create_envs seeds the envs with it
+        env = self.create_envs(self.n_envs, no_log=True)
+        model = ALGOS[self.algo](
+            env=env,
+            tensorboard_log=None,
+            seed=seed,
+            verbose=self.verbose if self.verbose >= 2 else 0,
+            device=self.device,
+            **hyperparameters,
+        )
+        try:
+            model.learn(self.n_timesteps, callback=[*self.specified_callbacks, callback])
+        finally:
+            env.close()
+            assert callback.eval_env is not None
+            callback.eval_env.close()
+
+    def _seed_callback_kwargs(self, trial_folder: str | None, seed: int) -> dict[str, Any]:
+        """:return: The arguments of a seed's evaluation callback (as rl_zoo3's trial callback has them)"""
+        self.seed = seed
+        folder = None if trial_folder is None else os.path.join(trial_folder, f"seed_{seed}")
+        return {
+            "eval_env": self.create_envs(n_envs=self.n_eval_envs, eval_env=True),
+            "n_eval_episodes": self.n_eval_episodes,
+            "eval_freq": max(int(self.n_timesteps / self.n_evaluations) // self.n_envs, 1),
+            "deterministic": self.deterministic_eval,
+            "verbose": 0,
+            "best_model_save_path": folder,
+            "log_path": folder,
+        }
+
+    def _multi_seed_objective(self, trial: optuna.Trial) -> float:
+        """
+        rl_zoo3's objective with ``trial_seeds`` seeds: the trial's value and every report is the mean of the seeds'
+        evaluations; the per-seed values are the trial's user attributes ``seeds`` and ``seed_values``.
+        """
+        hyperparameters = self._hyperparams.copy()
+        hyperparameters.update(HYPERPARAMS_SAMPLER[self.algo](trial, self.n_actions, self.n_envs, {}))
+        seeds = self._trial_seeds()
+        trial.set_user_attr("seeds", seeds)
+        trial_folder = None
+        if self.optimization_log_path is not None:
+            trial_folder = os.path.join(self.optimization_log_path, f"trial_{trial.number}")
+        runs = LockstepSeeds(
+            lambda seed, callback: self._train_seed(hyperparameters, seed, callback),
+            seeds,
+            lambda seed: self._seed_callback_kwargs(trial_folder, seed),
+            parallel=parallel_seeds(len(seeds), self.n_jobs),
+        )
+        values: list[float] = []
+        try:
+            for step, values in enumerate(runs.evaluations(), start=1):
+                trial.set_user_attr("seed_values", values)
+                trial.report(float(np.mean(values)), step)
+                go_on = not trial.should_prune()
+                runs.answer(go_on)
+                if not go_on:
+                    raise optuna.TrialPruned(f"mean of the seeds' evaluations at evaluation {step}")
+        except SeedFailedError as error:
+            if error.error_type == NonFiniteError.__name__:
+                raise NonFiniteError(str(error)) from error
+            if error.error_type in ("AssertionError", "ValueError"):
+                # As rl_zoo3 prunes them: sampled hyperparameters that make training fail
+                raise optuna.TrialPruned(str(error)) from error
+            raise
+        finally:
+            runs.stop()
+        if not values:
+            raise optuna.TrialPruned(f"no evaluation ran within the budget of {self.n_timesteps} steps")
+        if trial_folder is not None:
+            self._keep_best_seeds_model(trial_folder, seeds, values)
+        return float(np.mean(values))
+
+    @staticmethod
+    def _keep_best_seeds_model(trial_folder: str, seeds: list[int], values: list[float]) -> None:
+        """The trial's ``best_model.zip`` (the one the report looks for): that of its seed with the best last evaluation."""
+        best_seed = seeds[int(np.argmax(values))]
+        model = os.path.join(trial_folder, f"seed_{best_seed}", "best_model.zip")
+        if os.path.exists(model):
+            shutil.copyfile(model, os.path.join(trial_folder, "best_model.zip"))
+
+    def _warn_if_never_past_startup(self, study: optuna.Study) -> None:
+        """Warn when the study's budget of trials ends within TPE's random start-up trials."""
+        if self.sampler != "tpe":
+            return
+        budget = self.max_total_trials if self.max_total_trials is not None else len(study.trials) + self.n_trials
+        if budget <= self.n_startup_trials:
+            pruner = " (and the median pruner prunes none of them)" if self.pruner == "median" else ""
+            warnings.warn(
+                f"The study's budget of {budget} trials ends within the TPE sampler's {self.n_startup_trials} random "
+                f"start-up trials{pruner}: every trial is sampled at random. Give more trials (--n-trials, "
+                "--max-total-trials) or fewer start-up trials (--n-startup-trials).",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _budgeted_objective(self, study: optuna.Study) -> Callable[[optuna.Trial], float]:
         """
@@ -196,11 +353,18 @@ class TuningExperimentManager(ExperimentManager):
         study = optuna.create_study(
             sampler=self._create_sampler(self.sampler),
             pruner=self._create_pruner(self.pruner),
-            storage=make_storage(self.storage, self.heartbeat_interval),
+            storage=self._storage(self.storage),
             study_name=self.study_name,
             load_if_exists=True,
             direction="maximize",
         )
+        print(f"Sampler seed: {self.sampler_seed} (--sampler-seed {self.sampler_seed} samples as this worker does)")
+        if self.trial_seeds > 1:
+            print(
+                f"Each trial trains seeds {self._trial_seeds()}, {parallel_seeds(self.trial_seeds, self.n_jobs)} at a time;"
+                " its value is the mean of their evaluations"
+            )
+        self._warn_if_never_past_startup(study)
         if "command" not in study.user_attrs:
             study.set_user_attr("command", " ".join(sys.orig_argv))
             for key in sorted(self._hyperparams):
@@ -222,7 +386,9 @@ class TuningExperimentManager(ExperimentManager):
             n_trials = max(self.max_total_trials - len(started), 0)
 
         original_sampler = HYPERPARAMS_SAMPLER[self.algo]
-        HYPERPARAMS_SAMPLER[self.algo] = _merging_sampler(original_sampler, self._hyperparams.get("policy_kwargs"))
+        HYPERPARAMS_SAMPLER[self.algo] = _checked_sampler(
+            original_sampler, self._hyperparams.get("policy_kwargs"), self.n_envs, self.n_timesteps
+        )
         try:
             if n_trials > 0:
                 study.optimize(

@@ -4,10 +4,11 @@ import datetime
 import functools
 import os
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
@@ -15,6 +16,9 @@ from optuna.trial import TrialState
 from torch import nn
 
 from sb3_ppo_variants.zoo.registration import policy_kwargs_dict
+
+if TYPE_CHECKING:
+    import pandas
 
 
 def format_python(value: Any) -> str:
@@ -67,7 +71,10 @@ def _save_plots(study: optuna.Study, report_folder: str) -> list[str]:
     for name, plot in (("optimization_history", plot_optimization_history), ("param_importances", plot_param_importances)):
         path = os.path.join(report_folder, f"{name}.png")
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():
+                # Optuna marks its matplotlib plots experimental (since 2.2)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
             print(f"No {name} plot: {error}")
             continue
@@ -86,6 +93,31 @@ def _write_atomically(path: str, write: Callable[[str], object]) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     write(temporary)
     os.replace(temporary, path)
+
+
+def trial_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """
+    :param trial: A trial
+    :return: Why it was pruned or failed (empty for the others): the reason it recorded, else what its state says
+    """
+    if trial.state == TrialState.FAIL:
+        if "fail_reason" in trial.user_attrs:
+            return str(trial.user_attrs["fail_reason"])
+        # Optuna's stale-trial check fails a trial whose heartbeat stopped, and records nothing
+        return "its worker stopped sending heartbeats (killed, crashed or disconnected); retried once"
+    if trial.state == TrialState.PRUNED:
+        if "pruned_reason" in trial.user_attrs:
+            return str(trial.user_attrs["pruned_reason"])
+        step = trial.last_step
+        return f"pruned by the pruner after evaluation {step}" if step is not None else "pruned"
+    return ""
+
+
+def trials_table(study: optuna.Study) -> "pandas.DataFrame":
+    """:return: Optuna's table of the study's trials, with a ``reason`` column (see :func:`trial_reason`)"""
+    table = study.trials_dataframe()
+    table["reason"] = [trial_reason(trial) for trial in study.trials]
+    return table
 
 
 def write_report(
@@ -114,7 +146,7 @@ def write_report(
     """
     os.makedirs(report_folder, exist_ok=True)
     written = {"trials": os.path.join(report_folder, "trials.csv")}
-    _write_atomically(written["trials"], lambda path: study.trials_dataframe().to_csv(path, index=False))
+    _write_atomically(written["trials"], lambda path: trials_table(study).to_csv(path, index=False))
     states = Counter(trial.state.name for trial in study.trials)
     print(
         f"Study '{study.study_name}': {len(study.trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))})"

@@ -2,10 +2,15 @@
 Optuna storages for every scale, from a string as given to ``--storage``.
 
 - ``sqlite:///path.db`` (the embedded default) and ``postgresql://user:password@host/db`` (many machines): an
-  ``RDBStorage`` with a heartbeat, so that a trial whose worker died (even by SIGKILL) is marked FAIL by the next
-  worker that starts a trial, and retried once with the same hyperparameters.
+  ``RDBStorage`` with a heartbeat. A trial whose worker died (even by SIGKILL) is marked FAIL, and retried once
+  with the same hyperparameters, when a worker next starts a trial (Optuna checks for stale trials then) and its
+  last heartbeat is more than two intervals old.
 - ``path.log``: an Optuna journal file (one machine, several processes). Optuna's journal storage has no heartbeat:
   a trial whose worker was killed stays RUNNING; prefer SQLite when workers may die.
+
+PostgreSQL connections are checked before use (``pool_pre_ping``: a server or firewall drops idle connections, e.g.
+between two long trials) and bounded per process (a few per parallel job), and a process opens one storage per URL
+(one pool), however many studies or loads it makes.
 """
 
 import os
@@ -16,28 +21,83 @@ import warnings
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
 DEFAULT_HEARTBEAT_INTERVAL = 60
 CREATION_ATTEMPTS = 5
+# Connections of a worker's pool: its main thread and, per parallel job, the trial's thread and its heartbeat thread
+POOL_SIZE = 2
+CONNECTIONS_PER_JOB = 2
+
+_opened: dict[tuple[str, int, int], BaseStorage] = {}
 
 
-def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL) -> BaseStorage:
+class StorageError(ValueError):
+    """The ``--storage`` URL cannot be used: its message is one line with the cause and, where known, the fix."""
+
+
+def _shown(url: str) -> str:
+    """:return: ``url`` without its password"""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _engine_kwargs(url: str, n_jobs: int) -> dict:
+    if url.startswith("sqlite"):
+        # Several processes share the file: wait for the lock rather than failing at once
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": CONNECTIONS_PER_JOB * max(n_jobs, 1)}
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _storage_error(url: str, error: BaseException) -> StorageError:
+    """:return: The one-line error for a storage that cannot be opened"""
+    scheme = url.split(":", 1)[0]
+    if isinstance(error, NoSuchModuleError):
+        hint = " (PostgreSQL's scheme is postgresql://, not postgres://)" if scheme == "postgres" else ""
+        return StorageError(f"--storage {_shown(url)}: '{scheme}' is not a database that SQLAlchemy knows{hint}")
+    if isinstance(error, ArgumentError):
+        return StorageError(
+            f"--storage {_shown(url)} is not a database URL: use sqlite:///path.db, "
+            "postgresql://user:password@host:port/database or a path ending in .log"
+        )
+    if isinstance(error, ImportError):
+        # Optuna re-raises a missing database driver as an ImportError of its own
+        missing = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+        name = f" {missing.name}" if missing.name else ""
+        return StorageError(f"--storage {_shown(url)} needs a database driver that is not installed: the Python module{name}")
+    return StorageError(f"--storage {_shown(url)} cannot be opened: {_first_line(error)}")
+
+
+def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, n_jobs: int = 1) -> BaseStorage:
     """
     :param url: ``sqlite:///...``, ``postgresql://...`` (or any SQLAlchemy URL), or a path ending in ``.log``
     :param heartbeat_interval: Seconds between heartbeats of a running trial; a trial without heartbeat for
         twice as long is considered dead
-    :return: The storage
+    :param n_jobs: Trials that the process runs in parallel (threads), which bounds its connections
+    :return: The storage (the same object for the same arguments within a process)
+    :raises StorageError: If the storage cannot be opened
     """
     if heartbeat_interval < 1:
         raise ValueError(f"heartbeat_interval must be an integer >= 1 (seconds), got {heartbeat_interval}")
+    key = (url, heartbeat_interval, n_jobs)
+    if key not in _opened:
+        _opened[key] = _open(url, heartbeat_interval, n_jobs)
+    return _opened[key]
+
+
+def _open(url: str, heartbeat_interval: int, n_jobs: int) -> BaseStorage:
     if url.endswith(".log"):
         os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
-    engine_kwargs = {}
-    if url.startswith("sqlite"):
-        # Several processes share the file: wait for the lock rather than failing at once
-        engine_kwargs = {"connect_args": {"timeout": 60}}
     for attempt in range(CREATION_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -45,14 +105,20 @@ def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL)
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 return RDBStorage(
                     url,
-                    engine_kwargs=engine_kwargs,
+                    engine_kwargs=_engine_kwargs(url, n_jobs),
                     heartbeat_interval=heartbeat_interval,
                     grace_period=2 * heartbeat_interval,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
-        except (IntegrityError, OperationalError):
+        except IntegrityError as error:
             # Workers that start together race to create the schema of a new database: the loser retries
             if attempt == CREATION_ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 + random.random())
+                raise _storage_error(url, error) from error
+        except OperationalError as error:
+            # The same race can surface as a lock or a missing table; an unreachable server fails every attempt
+            if attempt == CREATION_ATTEMPTS - 1:
+                raise _storage_error(url, error) from error
+        except (ArgumentError, ImportError) as error:
+            raise _storage_error(url, error) from error
+        time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")

@@ -1,0 +1,400 @@
+"""
+``sb3-ppo-variants validate``: re-train a study's best trials, the current YAML entry and SB3 PPO's zoo entry on
+fresh seeds at the entry's full budget, and say which entry the evidence supports.
+
+A tuning study ranks its trials by short, few-seed runs: its winner is often a lucky one. Validation trains every
+candidate on the same M fresh seeds (default 10, from ``--first-seed`` 1000 on: none that a study trained), for the
+YAML entry's ``n_timesteps``, and evaluates each run's final model on ``--eval-episodes`` deterministic episodes.
+
+The runs are the trials of a validation study in the tuning study's storage (``<study>-validation``): the first
+worker defines the candidates and seeds (stored on the study) and queues one trial per run; every worker, on this
+machine (``--workers``) or on any other that reaches the storage, takes queued runs until none is left. A worker
+that dies leaves its run to be retried (the storage's heartbeat, as in tuning).
+
+The report: per candidate, the mean final return with its 95% interval (Student's t), and Welch's t-test against the
+current entry and against SB3 PPO's entry (paired seeds, unequal variances). The proposal is the best tuned
+candidate if its mean beats the current entry's; otherwise the current entry stays. A candidate worse than the
+current entry is never proposed, and one that beats it within noise is proposed with that said.
+"""
+
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from optuna.trial import TrialState
+from scipy import stats
+
+from sb3_ppo_variants.zoo.registration import constructor_arguments, policy_kwargs_dict, zoo_hyperparameters
+from sb3_ppo_variants.zoo.report import tuned_zoo_entry
+from sb3_ppo_variants.zoo.storage import make_storage
+
+CURRENT, SB3_PPO = "current", "sb3-ppo"
+# Keys of a zoo entry that a validation run can honour; entries with others (env wrappers, frame stacking,
+# callbacks) are refused rather than trained differently from the zoo
+SUPPORTED_KEYS = {"policy", "n_envs", "n_timesteps", "normalize", "env_kwargs"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """
+    An entry to validate.
+
+    :param name: ``current``, ``sb3-ppo`` or ``trial-<n>``
+    :param algo: ``ppo_clip``, ``ppo_penalty`` or ``ppo`` (SB3's)
+    :param entry: The zoo YAML entry
+    :param tuning_value: The trial's value in the tuning study (None for the others)
+    """
+
+    name: str
+    algo: str
+    entry: dict[str, Any]
+    tuning_value: float | None = None
+
+
+def _sb3_ppo_entry(env_id: str) -> dict[str, Any]:
+    import rl_zoo3
+
+    with open(Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml") as file:
+        entries = yaml.safe_load(file)
+    if env_id not in entries:
+        raise ValueError(f"rl_zoo3's ppo.yml has no entry for {env_id}: no SB3 PPO to compare with (use --no-sb3)")
+    return dict(entries[env_id])
+
+
+def candidates(algo: str, env_id: str, study: optuna.Study | None, top: int, with_sb3: bool = True) -> list[Candidate]:
+    """
+    :param algo: ``ppo_clip`` or ``ppo_penalty``
+    :param env_id: The environment's id
+    :param study: The tuning study, or None (the current entry alone, and SB3 PPO's)
+    :param top: How many of its best complete trials to validate
+    :param with_sb3: Whether SB3 PPO's zoo entry is a candidate too
+    :return: The current entry, the best trials' entries (the current entry with their values on top), SB3 PPO's
+    """
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+
+    from sb3_ppo_variants.zoo.registration import register_algorithms
+
+    register_algorithms()
+    current = zoo_hyperparameters(algo, env_id)
+    found = [Candidate(CURRENT, algo, current)]
+    if study is not None:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = sorted(complete, key=lambda trial: trial.value, reverse=True)[:top]  # type: ignore[arg-type, return-value]
+        for trial in best:
+            entry = tuned_zoo_entry(current, HYPERPARAMS_CONVERTER[algo](trial.params))
+            found.append(Candidate(f"trial-{trial.number}", algo, entry, trial.value))
+    if with_sb3:
+        found.append(Candidate(SB3_PPO, "ppo", _sb3_ppo_entry(env_id)))
+    for candidate in found:
+        unsupported = set(candidate.entry) - SUPPORTED_KEYS - _algorithm_keys(candidate.algo)
+        if unsupported:
+            raise ValueError(f"{candidate.name}'s entry has {sorted(unsupported)}, which validation does not support")
+    return found
+
+
+def _algorithm_class(algo: str) -> type:
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants.zoo.registration import ZOO_ALGOS
+
+    return PPO if algo == "ppo" else ZOO_ALGOS[algo]
+
+
+def _algorithm_keys(algo: str) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(_algorithm_class(algo)).parameters) - {"self", "env", "policy"}
+
+
+def _normalize_kwargs(normalize: Any) -> dict[str, Any] | None:
+    """:return: ``VecNormalize``'s keywords for a zoo ``normalize`` value (True, or a ``dict(...)`` string), or None"""
+    if not normalize:
+        return None
+    return {} if normalize is True else policy_kwargs_dict(normalize)
+
+
+def train_and_evaluate(candidate: Candidate, env_id: str, seed: int, eval_episodes: int) -> float:
+    """
+    Train the candidate's entry with one seed for its full budget, and evaluate the final model.
+
+    :param candidate: The candidate
+    :param env_id: The environment's id
+    :param seed: The seed of the training (its evaluation env is seeded with ``seed + 10_000``)
+    :param eval_episodes: Deterministic evaluation episodes
+    :return: The mean return of those episodes
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+    entry = dict(candidate.entry)
+    env_kwargs = entry.pop("env_kwargs", None) or {}
+    normalize = _normalize_kwargs(entry.get("normalize"))
+    keywords, n_envs, _ = constructor_arguments(entry)
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
+    if normalize is not None:
+        env = VecNormalize(env, gamma=keywords.get("gamma", 0.99), **normalize)
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    try:
+        model = _algorithm_class(candidate.algo)(entry.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **keywords)
+        model.learn(int(entry["n_timesteps"]))
+        if normalize is not None:
+            sync_envs_normalization(env, eval_env)
+        mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True, warn=False)
+    finally:
+        env.close()
+        eval_env.close()
+    return float(mean_return)  # type: ignore[arg-type]
+
+
+# The validation study: candidates and seeds on the study, one queued trial per (candidate, seed)
+RUN = "run"
+
+
+def _definition(study: optuna.Study) -> tuple[list[Candidate], list[int], str, int]:
+    attrs = study.user_attrs
+    found = [Candidate(**candidate) for candidate in json.loads(attrs["candidates"])]
+    return found, list(attrs["seeds"]), attrs["env_id"], int(attrs["eval_episodes"])
+
+
+def open_validation(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    define: Callable[[], tuple[str, list[Candidate], list[int], int]],
+    wait_s: float = 120.0,
+) -> optuna.Study:
+    """
+    Open the validation study; the worker that creates it (exactly one: study names are unique in a storage)
+    defines the candidates and seeds and queues the runs, the others wait for that definition.
+
+    :param storage: The storage
+    :param study_name: The validation study's name
+    :param define: Returns (env id, candidates, seeds, evaluation episodes); called by the creating worker only
+    :param wait_s: How long another worker waits for the definition
+    :return: The study
+    """
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=study_name)
+        deadline = time.monotonic() + wait_s
+        while "candidates" not in study.user_attrs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"validation study {study_name} has no candidates after {wait_s:.0f} s") from None
+            time.sleep(1.0)
+        return study
+    env_id, found, seeds, eval_episodes = define()
+    study.set_user_attr("seeds", seeds)
+    study.set_user_attr("env_id", env_id)
+    study.set_user_attr("eval_episodes", eval_episodes)
+    for index in range(len(found) * len(seeds)):
+        study.enqueue_trial({RUN: index})
+    # Last: its presence tells the other workers that the runs are queued
+    study.set_user_attr("candidates", json.dumps([asdict(candidate) for candidate in found]))
+    return study
+
+
+class NoRunLeftError(RuntimeError):
+    """A worker asked for a run when every run had been taken."""
+
+
+def _is_queued(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """
+    :return: Whether the trial is a queued run (its run fixed by ``enqueue_trial``, or set when Optuna retried it),
+        not one that Optuna created because the queue had emptied meanwhile. Read through Optuna's private storage
+        and trial id (Trial has no public system attributes; optuna is bounded in the ``zoo`` extra).
+    """
+    frozen = study._storage.get_trial(trial._trial_id)
+    return RUN in frozen.params or RUN in frozen.system_attrs.get("fixed_params", {})
+
+
+def _objective(study: optuna.Study) -> Any:
+    found, seeds, env_id, eval_episodes = _definition(study)
+    n_runs = len(found) * len(seeds)
+
+    def objective(trial: optuna.Trial) -> float:
+        if not _is_queued(study, trial):
+            trial.set_user_attr("fail_reason", "no validation run left (another worker took the last)")
+            study.stop()
+            raise NoRunLeftError("no validation run left")
+        index = trial.suggest_int(RUN, 0, n_runs - 1)
+        candidate, seed = found[index // len(seeds)], seeds[index % len(seeds)]
+        trial.set_user_attr("candidate", candidate.name)
+        trial.set_user_attr("seed", seed)
+        return train_and_evaluate(candidate, env_id, seed, eval_episodes)
+
+    return objective
+
+
+def _queued(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def work(storage_url: str, study_name: str, heartbeat_interval: int) -> None:
+    """
+    A worker: run queued validation runs until none is left.
+
+    :param storage_url: The storage
+    :param study_name: The validation study
+    :param heartbeat_interval: Seconds between a running run's heartbeats
+    """
+    import torch as th
+
+    th.set_num_threads(1)
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, heartbeat_interval))
+    while _queued(study) > 0:
+        study.optimize(
+            _objective(study),
+            n_trials=1,
+            catch=(NoRunLeftError,),
+            callbacks=[lambda study, _trial: study.stop() if _queued(study) == 0 else None],
+        )
+
+
+def run_workers(storage_url: str, study_name: str, heartbeat_interval: int, workers: int) -> None:
+    """Run ``workers`` worker processes (spawned: each opens its own connections) until the queue is empty."""
+    if workers == 1:
+        work(storage_url, study_name, heartbeat_interval)
+        return
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=work, args=(storage_url, study_name, heartbeat_interval)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [process.exitcode for process in processes if process.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {workers} validation workers failed (exit codes {failed})")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """
+    One candidate's validation.
+
+    :param candidate: The candidate
+    :param returns: Its final returns, by seed (NaN where a run is not done)
+    :param mean: Their mean
+    :param half_width: The half-width of the 95% interval of the mean (Student's t)
+    :param p_current: Welch's two-sided p-value against the current entry (None for itself)
+    :param p_sb3: Welch's two-sided p-value against SB3 PPO's entry (None for itself, or without it)
+    """
+
+    candidate: Candidate
+    returns: list[float]
+    mean: float
+    half_width: float
+    p_current: float | None
+    p_sb3: float | None
+
+
+def _half_width(values: np.ndarray) -> float:
+    if len(values) < 2:
+        return math.inf
+    return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def _welch(values: np.ndarray, other: np.ndarray) -> float:
+    if len(values) < 2 or len(other) < 2:
+        return math.nan
+    if np.std(values) == 0 and np.std(other) == 0:
+        return 1.0 if np.mean(values) == np.mean(other) else 0.0
+    return float(stats.ttest_ind(values, other, equal_var=False).pvalue)
+
+
+def summarize(study: optuna.Study) -> tuple[list[Summary], list[int]]:
+    """:return: Each candidate's summary (in the study's order), and the seeds"""
+    found, seeds, _, _ = _definition(study)
+    returns = {candidate.name: [math.nan] * len(seeds) for candidate in found}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        index = int(trial.params[RUN])
+        returns[found[index // len(seeds)].name][index % len(seeds)] = float(trial.value)  # type: ignore[arg-type]
+    done = {name: np.array([value for value in values if not math.isnan(value)]) for name, values in returns.items()}
+    summaries = []
+    for candidate in found:
+        values = done[candidate.name]
+        p_current = None if candidate.name == CURRENT else _welch(values, done[CURRENT])
+        p_sb3 = None if candidate.name == SB3_PPO or SB3_PPO not in done else _welch(values, done[SB3_PPO])
+        mean = float(np.mean(values)) if len(values) else math.nan
+        summaries.append(Summary(candidate, returns[candidate.name], mean, _half_width(values), p_current, p_sb3))
+    return summaries, seeds
+
+
+def proposal(summaries: list[Summary]) -> Summary:
+    """
+    :return: The entry the evidence supports: the best tuned trial if its mean beats the current entry's, else the
+        current entry (SB3 PPO's entry is a yardstick, never proposed)
+    """
+    current = next(summary for summary in summaries if summary.candidate.name == CURRENT)
+    tuned = [summary for summary in summaries if summary.candidate.name not in (CURRENT, SB3_PPO)]
+    best = max(tuned, key=lambda summary: summary.mean, default=None)
+    return best if best is not None and best.mean > current.mean else current
+
+
+def _p(value: float | None) -> str:
+    return "" if value is None else "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def report(summaries: list[Summary], seeds: list[int], env_id: str, eval_episodes: int) -> str:
+    """:return: The validation as Markdown: the table, then the proposed YAML entry with its evidence"""
+    budget = int(summaries[0].candidate.entry["n_timesteps"])
+    lines = [
+        f"### Validation: {env_id}, {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), {budget:,} steps per run, "
+        f"{eval_episodes} deterministic evaluation episodes per run",
+        "",
+        "| candidate | algorithm | runs | mean final return ± 95% interval | tuning value | Welch p vs current | "
+        "Welch p vs SB3 PPO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for summary in summaries:
+        runs = sum(not math.isnan(value) for value in summary.returns)
+        tuning = "" if summary.candidate.tuning_value is None else f"{summary.candidate.tuning_value:.1f}"
+        lines.append(
+            f"| {summary.candidate.name} | {summary.candidate.algo} | {runs}/{len(seeds)} | {summary.mean:.1f} ± "
+            f"{summary.half_width:.1f} | {tuning} | {_p(summary.p_current)} | {_p(summary.p_sb3)} |"
+        )
+    chosen = proposal(summaries)
+    lines += ["", proposed_snippet(chosen, summaries, seeds, env_id)]
+    return "\n".join(lines)
+
+
+def proposed_snippet(chosen: Summary, summaries: list[Summary], seeds: list[int], env_id: str) -> str:
+    """:return: The proposed zoo YAML entry, its evidence as comments"""
+    current = next(summary for summary in summaries if summary.candidate.name == CURRENT)
+    if chosen is current:
+        verdict = f"keep the current entry: no tuned candidate's mean beats its {current.mean:.1f}"
+    else:
+        noise = "beyond noise" if chosen.p_current is not None and chosen.p_current < 0.05 else "within noise"
+        verdict = (
+            f"{chosen.candidate.name}: mean {chosen.mean:.1f} ± {chosen.half_width:.1f} against the current entry's "
+            f"{current.mean:.1f} ± {current.half_width:.1f} ({noise}, Welch p = {_p(chosen.p_current)})"
+        )
+    sb3 = next((summary for summary in summaries if summary.candidate.name == SB3_PPO), None)
+    versus = ""
+    if sb3 is not None:
+        versus = f"; SB3 PPO's zoo entry: {sb3.mean:.1f} ± {sb3.half_width:.1f}, Welch p = {_p(chosen.p_sb3)}"
+    header = f"# Validated on seeds {seeds[0]}-{seeds[-1]}: {verdict}{versus}\n"
+    return "```yaml\n" + header + yaml.safe_dump({env_id: chosen.candidate.entry}, sort_keys=False, width=1000) + "```"
+
+
+def write_outputs(folder: str, summaries: list[Summary], seeds: list[int], env_id: str, eval_episodes: int) -> str:
+    """Write ``validation.md`` and ``validation.csv`` (one row per run) into ``folder``; :return: the Markdown"""
+    os.makedirs(folder, exist_ok=True)
+    markdown = report(summaries, seeds, env_id, eval_episodes)
+    Path(folder, "validation.md").write_text(markdown + "\n")
+    rows = ["candidate,algo,seed,final_return"]
+    for summary in summaries:
+        for seed, value in zip(seeds, summary.returns, strict=True):
+            rows.append(f"{summary.candidate.name},{summary.candidate.algo},{seed},{'' if math.isnan(value) else value}")
+    Path(folder, "validation.csv").write_text("\n".join(rows) + "\n")
+    return markdown

@@ -1,0 +1,277 @@
+"""
+The tuning command's flow, in-process: arguments and storages refused with one line, the reasons in ``trials.csv``,
+sampled rollouts larger than the budget, ``enjoy`` after a study, the lockstep seeds of a multi-seed trial, and the
+validation's statistics and proposal.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from scipy import stats
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_ppo_variants import PPOPenalty
+from sb3_ppo_variants.common.finite import NonFiniteError
+from sb3_ppo_variants.zoo.cli import main
+from sb3_ppo_variants.zoo.experiment import _checked_sampler
+from sb3_ppo_variants.zoo.report import trial_reason, trials_table
+from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
+from sb3_ppo_variants.zoo.storage import StorageError, make_storage
+from sb3_ppo_variants.zoo.validation import CURRENT, SB3_PPO, Candidate, proposal, proposed_snippet, summarize
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert captured.out == ""  # nothing of rl_zoo3's (its hyperparameter dump) before the error
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["tune", "--max-total-trials", "-3"],
+            "--max-total-trials must be an integer >= 1 (trials in the whole study), got -3",
+        ),
+        (["tune", "--max-total-trials", "0"], "--max-total-trials must be an integer >= 1"),
+        (["train", "-optimize", "--n-trials", "-1"], "--n-trials must be an integer >= 1 (trials per worker), got -1"),
+        (["tune", "--n-evaluations", "0"], "--n-evaluations must be an integer >= 1"),
+        (["tune", "--n-jobs", "0"], "--n-jobs must be an integer >= 1"),
+        (["tune", "--n-startup-trials", "-2"], "--n-startup-trials must be an integer >= 0"),
+        (["tune", "-n", "0"], "--n-timesteps must be an integer >= 1 (steps per training run), or -1"),
+        (["tune", "--trial-seeds", "0"], "--trial-seeds must be an integer >= 1 (seeds per trial), got 0"),
+        (["tune", "--sampler-seed", "-5"], "--sampler-seed must be an integer >= 0, got -5"),
+        (["tune", "--heartbeat-interval", "0"], "--heartbeat-interval must be an integer >= 1 (seconds), got 0"),
+        # The last value of a flag is the one rl_zoo3 uses
+        (["tune", "--n-trials", "5", "--n-trials=-4"], "--n-trials must be an integer >= 1 (trials per worker), got -4"),
+    ],
+)
+def test_out_of_range_arguments_exit_with_one_line(capsys, argv, expected):
+    line = _one_line_error(capsys, argv)
+    assert line.startswith(f"sb3-ppo-variants {argv[0]}: error: ")
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("postgres://user:secret@localhost/db", "postgresql://, not postgres://"),
+        ("not a url", "is not a database URL: use sqlite:///path.db, postgresql://"),
+        ("mysql://user@localhost/db", "needs a database driver that is not installed"),
+    ],
+)
+def test_storage_errors_are_one_line_with_the_fix(capsys, url, expected):
+    line = _one_line_error(capsys, ["tune", "--env", "CartPole-v1", "--storage", url])
+    assert expected in line
+    assert "secret" not in line
+
+
+def test_an_unreachable_storage_is_one_line(tmp_path):
+    with pytest.raises(StorageError, match=r"cannot be opened: unable to open database file"):
+        make_storage(f"sqlite:///{tmp_path / 'missing-folder' / 'study.db'}")
+
+
+def test_a_process_opens_one_storage_per_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert make_storage(url) is make_storage(url)
+
+
+def _study_with_every_state() -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    trials = [
+        create_trial(state=TrialState.COMPLETE, value=1.0, params={"x": 0.5}, distributions=distributions),
+        create_trial(state=TrialState.FAIL, params={"x": 0.1}, distributions=distributions),
+        create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "RuntimeError: boom"}),
+        create_trial(state=TrialState.PRUNED, intermediate_values={1: 3.0, 2: 2.0}),
+        create_trial(state=TrialState.PRUNED, user_attrs={"pruned_reason": "rollout too large: n_steps 2048"}),
+    ]
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def test_every_pruned_or_failed_trial_has_a_reason_in_the_table():
+    study = _study_with_every_state()
+    reasons = [trial_reason(trial) for trial in study.trials]
+    assert reasons[0] == ""
+    assert "stopped sending heartbeats" in reasons[1]  # failed by Optuna's stale-trial check, which records nothing
+    assert reasons[2] == "RuntimeError: boom"
+    assert reasons[3] == "pruned by the pruner after evaluation 2"
+    assert reasons[4] == "rollout too large: n_steps 2048"
+    table = trials_table(study)
+    assert list(table["reason"]) == reasons
+    assert list(table["state"]) == ["COMPLETE", "FAIL", "FAIL", "PRUNED", "PRUNED"]
+
+
+@pytest.mark.parametrize("n_steps, n_envs, pruned", [(1024, 8, True), (256, 8, False), (2048, 1, False), (2049, 1, True)])
+def test_a_sampled_rollout_larger_than_the_budget_is_pruned_at_once(n_steps, n_envs, pruned):
+    sampler = _checked_sampler(lambda trial, *args: {"n_steps": n_steps}, None, n_envs=n_envs, n_timesteps=2048)
+    trial = optuna.trial.FixedTrial({})
+    if not pruned:
+        assert sampler(trial, 2, n_envs, {}) == {"n_steps": n_steps}
+        return
+    with pytest.raises(optuna.TrialPruned, match=rf"rollout too large: n_steps {n_steps} x {n_envs} envs"):
+        sampler(trial, 2, n_envs, {})
+    assert trial.user_attrs["pruned_reason"].endswith("more than the trial's budget of 2048 steps")
+
+
+def test_enjoy_after_a_study_loads_the_newest_trained_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", "--algo", "ppo_clip", "--env", "CartPole-v1", "-n", "256", "-f", "logs", "--eval-freq", "-1"])
+    # What a study leaves next to it: a newer experiment folder without a model
+    (tmp_path / "logs" / "ppo_clip" / "CartPole-v1_2" / "CartPole-v1").mkdir(parents=True)
+    capsys.readouterr()
+    main(["enjoy", "--algo", "ppo_clip", "--env", "CartPole-v1", "-f", "logs", "--no-render", "-n", "50"])
+    output = capsys.readouterr().out
+    assert "Loading experiment 1, the newest with CartPole-v1.zip" in output
+    assert "CartPole-v1_1/CartPole-v1.zip" in output
+
+
+def test_enjoy_without_any_trained_model_says_where_the_studys_model_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs" / "ppo_penalty" / "CartPole-v1_1").mkdir(parents=True)
+    report = tmp_path / "logs" / "ppo_penalty" / "ppo_penalty-CartPole-v1" / "report"
+    report.mkdir(parents=True)
+    (report / "best_model.zip").write_bytes(b"")
+    line = _one_line_error(capsys, ["enjoy", "--env", "CartPole-v1", "-f", "logs", "--no-render"])
+    assert "no experiment in logs/ppo_penalty/CartPole-v1_<n> holds CartPole-v1.zip" in line
+    assert "logs/ppo_penalty/ppo_penalty-CartPole-v1/report/best_model.zip" in line
+
+
+# Lockstep seeds, with real (small) trainings in forked processes
+EVAL_FREQ = 32  # callback calls (steps of the VecEnv) between evaluations
+N_EVALUATIONS = 3
+
+
+def _train(seed: int, callback, misbehave: dict[int, str] | None = None) -> None:
+    behaviour = (misbehave or {}).get(seed)
+    if behaviour == "raises before training":
+        raise NonFiniteError("the environment returned non-finite observations")
+    if behaviour == "dies":
+        os.kill(os.getpid(), signal.SIGKILL)
+    model = PPOPenalty("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=seed), n_steps=32, batch_size=32, seed=seed)
+    model.learn(EVAL_FREQ * N_EVALUATIONS, callback=callback)
+
+
+def _callback_kwargs(seed: int) -> dict:
+    return {"eval_env": make_vec_env("CartPole-v1", n_envs=1, seed=seed + 100), "eval_freq": EVAL_FREQ, "n_eval_episodes": 2}
+
+
+def test_seeds_report_each_evaluation_in_lockstep():
+    runs = LockstepSeeds(_train, [0, 1, 2], _callback_kwargs, parallel=2)
+    evaluations = []
+    for values in runs.evaluations():
+        evaluations.append(values)
+        runs.answer(True)
+    runs.stop()
+    assert len(evaluations) == N_EVALUATIONS and all(len(values) == 3 for values in evaluations)
+    # Each seed trains its own model: the seeds' returns are not all the same
+    assert len({tuple(values) for values in np.array(evaluations).T}) > 1
+
+
+def test_seeds_stop_when_told_to():
+    runs = LockstepSeeds(_train, [0, 1], _callback_kwargs, parallel=1)
+    evaluations = runs.evaluations()
+    next(evaluations)
+    runs.answer(False)
+    assert all(not process.is_alive() for process in runs._processes)
+    assert all(process.exitcode == 0 for process in runs._processes)
+
+
+@pytest.mark.parametrize("behaviour, error_type", [("raises before training", "NonFiniteError"), ("dies", "ProcessExited")])
+def test_a_seed_that_fails_fails_the_trial_and_stops_the_others(behaviour, error_type):
+    runs = LockstepSeeds(lambda seed, callback: _train(seed, callback, {1: behaviour}), [0, 1], _callback_kwargs, parallel=2)
+    with pytest.raises(SeedFailedError, match=r"seed 1: ") as failure:
+        for _ in runs.evaluations():
+            runs.answer(True)
+    assert failure.value.error_type == error_type
+    assert all(not process.is_alive() for process in runs._processes)
+
+
+def test_parallel_seeds_share_the_cores_among_parallel_trials():
+    cores = len(os.sched_getaffinity(0))
+    assert parallel_seeds(3) == min(3, cores)
+    assert parallel_seeds(3, n_jobs=cores) == 1
+    assert parallel_seeds(1, n_jobs=1) == 1
+
+
+# The validation's statistics and proposal, on made-up returns
+def _validation_study(returns: dict[str, list[float]]) -> optuna.Study:
+    from sb3_ppo_variants.zoo.validation import RUN
+
+    study = optuna.create_study(direction="maximize")
+    found = [Candidate(name, "ppo" if name == SB3_PPO else "ppo_penalty", {"n_timesteps": 1000}) for name in returns]
+    seeds = list(range(1000, 1000 + len(next(iter(returns.values())))))
+    study.set_user_attr("candidates", json.dumps([dataclasses.asdict(candidate) for candidate in found]))
+    study.set_user_attr("seeds", seeds)
+    study.set_user_attr("env_id", "CartPole-v1")
+    study.set_user_attr("eval_episodes", 5)
+    distribution = {RUN: optuna.distributions.IntDistribution(0, len(found) * len(seeds) - 1)}
+    for candidate_index, values in enumerate(returns.values()):
+        for seed_index, value in enumerate(values):
+            run = candidate_index * len(seeds) + seed_index
+            study.add_trial(create_trial(value=value, params={RUN: run}, distributions=distribution))
+    return study
+
+
+def test_validation_statistics_are_welchs_test_and_the_t_interval():
+    current, trial, sb3 = [100.0, 120.0, 110.0, 130.0], [150.0, 170.0, 160.0, 155.0], [90.0, 95.0, 140.0, 100.0]
+    summaries, seeds = summarize(_validation_study({CURRENT: current, "trial-3": trial, SB3_PPO: sb3}))
+    assert seeds == [1000, 1001, 1002, 1003]
+    by_name = {summary.candidate.name: summary for summary in summaries}
+    assert by_name["trial-3"].mean == pytest.approx(np.mean(trial))
+    half_width = stats.t.ppf(0.975, 3) * np.std(trial, ddof=1) / 2
+    assert by_name["trial-3"].half_width == pytest.approx(half_width)
+    assert by_name["trial-3"].p_current == pytest.approx(stats.ttest_ind(trial, current, equal_var=False).pvalue)
+    assert by_name["trial-3"].p_sb3 == pytest.approx(stats.ttest_ind(trial, sb3, equal_var=False).pvalue)
+    assert by_name[CURRENT].p_current is None and by_name[SB3_PPO].p_sb3 is None
+    chosen = proposal(summaries)
+    assert chosen.candidate.name == "trial-3"
+    snippet = proposed_snippet(chosen, summaries, seeds, "CartPole-v1")
+    assert "trial-3: mean 158.8" in snippet and "(beyond noise, Welch p = " in snippet
+
+
+@pytest.mark.parametrize(
+    "trial_returns, expected",
+    [
+        ([90.0, 100.0, 95.0], CURRENT),  # worse than the current entry: never proposed
+        ([101.0, 99.0, 112.0], "trial-1"),  # better, within noise: proposed, and said to be within noise
+    ],
+)
+def test_a_tuned_candidate_is_proposed_only_if_it_beats_the_current_entry(trial_returns, expected):
+    summaries, seeds = summarize(
+        _validation_study({CURRENT: [100.0, 105.0, 98.0], "trial-1": trial_returns, SB3_PPO: [1.0, 2.0, 3.0]})
+    )
+    chosen = proposal(summaries)
+    assert chosen.candidate.name == expected
+    snippet = proposed_snippet(chosen, summaries, seeds, "CartPole-v1")
+    assert ("keep the current entry" in snippet) == (expected == CURRENT)
+    assert ("within noise" in snippet) == (expected != CURRENT)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--seeds", "1"], "--seeds must be an integer >= 2, got 1"),
+        (["--top", "-1"], "--top must be an integer >= 0, got -1"),
+        (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        ([], "no study at sqlite:///"),
+        (["--storage", "postgres://u:p@h/d", "--top", "0"], "postgresql://, not postgres://"),
+    ],
+)
+def test_validate_refuses_bad_arguments_with_one_line(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(capsys, ["validate", "--env", "CartPole-v1", *args])
+    assert line.startswith("sb3-ppo-variants validate: error: ") and expected in line
