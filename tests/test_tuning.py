@@ -78,6 +78,10 @@ def test_newcomer_tune_command_writes_a_report(tmp_path):
         assert trial.intermediate_values[max(trial.intermediate_values)] == pytest.approx(trial.value)
         trial_folder = study_folder / "trials" / f"trial_{trial.number}"
         assert {path.name for path in trial_folder.iterdir()} >= {"seed_0", "seed_1", "seed_2", "best_model.zip"}
+        # The trial's model is that of its seed with the best last evaluation
+        best_seed = trial.user_attrs["seeds"][values.index(max(values))]
+        best_model = (trial_folder / f"seed_{best_seed}" / "best_model.zip").read_bytes()
+        assert (trial_folder / "best_model.zip").read_bytes() == best_model
 
     report = study_folder / "report"
     table = (report / "trials.csv").read_text()
@@ -142,6 +146,23 @@ def test_workers_sample_with_seeds_of_their_own_unless_pinned(tmp_path):
     assert _first_trial_params(tmp_path, "a") != _first_trial_params(tmp_path, "b")
     pinned = ["--sampler-seed", "11"]
     assert _first_trial_params(tmp_path, "c", *pinned) == _first_trial_params(tmp_path, "d", *pinned)
+
+
+def test_a_trial_of_several_seeds_is_reproducible(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ["tune", "--env", "CartPole-v1", "-n", "2048", "--n-evaluations", "1", "--eval-episodes", "2", "--n-trials", "1"]
+    args += ["--trial-seeds", "2", "--seed", "5", "--sampler-seed", "9", "--num-threads", "1", "-params", "n_envs:1"]
+    args += ["--storage", storage, "--no-optim-plots"]
+    trials = []
+    for study_name in ("first", "second"):
+        _run([*args, "--study-name", study_name], tmp_path)
+        (trial,) = _load(storage, study_name).trials
+        trials.append(trial)
+    assert trials[0].state == TrialState.COMPLETE
+    assert trials[0].user_attrs["seeds"] == [5, 6]
+    # The same sample, and each seed's training seeded: the same returns
+    assert trials[0].params == trials[1].params
+    assert trials[0].user_attrs["seed_values"] == trials[1].user_attrs["seed_values"]
 
 
 def _two_workers_share_one_budget(storage: str, cwd: Path, budget: int = 6) -> None:
@@ -287,8 +308,21 @@ def test_validate_retrains_the_best_trials_on_fresh_seeds(tmp_path):
     assert returns[("current", 1001)] == train_and_evaluate(current, "CartPole-v1", 1001, eval_episodes=2)
     markdown = (folder / "validation.md").read_text()
     assert markdown in result.stdout
-    assert "| current | ppo_penalty | 2/2 |" in markdown and "| sb3-ppo | ppo | 2/2 |" in markdown
+    assert "| current | ppo_penalty | 1,024 | 2/2 |" in markdown and "| sb3-ppo | ppo | 1,024 | 2/2 |" in markdown
     assert "# Validated on seeds 1000-1001: " in markdown
+
+    # The same validation study with other seeds would mix two validations: refused, in one line
+    other = subprocess.run(
+        _command(*args[:-2], "--seeds", "3", "-n", "1024", "-f", "logs"),
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [other.stderr.strip()]
+    assert "exists with other candidates, seeds, budget or episodes" in other.stderr
 
 
 def test_validation_workers_on_two_machines_share_a_postgresql_queue(tmp_path):

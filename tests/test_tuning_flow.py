@@ -8,6 +8,10 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -18,7 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants import PPOPenalty
 from sb3_ppo_variants.common.finite import NonFiniteError
-from sb3_ppo_variants.zoo.cli import main
+from sb3_ppo_variants.zoo.cli import _own_arguments, argument_error, main
 from sb3_ppo_variants.zoo.experiment import _checked_sampler
 from sb3_ppo_variants.zoo.report import trial_reason, trials_table
 from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
@@ -190,14 +194,63 @@ def test_seeds_stop_when_told_to():
     assert all(process.exitcode == 0 for process in runs._processes)
 
 
-@pytest.mark.parametrize("behaviour, error_type", [("raises before training", "NonFiniteError"), ("dies", "ProcessExited")])
-def test_a_seed_that_fails_fails_the_trial_and_stops_the_others(behaviour, error_type):
-    runs = LockstepSeeds(lambda seed, callback: _train(seed, callback, {1: behaviour}), [0, 1], _callback_kwargs, parallel=2)
-    with pytest.raises(SeedFailedError, match=r"seed 1: ") as failure:
-        for _ in runs.evaluations():
-            runs.answer(True)
-    assert failure.value.error_type == error_type
+@pytest.mark.parametrize(
+    "behaviour, error_type, kind",
+    [("raises before training", "NonFiniteError", "non-finite"), ("dies", "ProcessExited", "failure")],
+)
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_a_seed_that_fails_fails_the_trial_and_stops_the_others(behaviour, error_type, kind, parallel):
+    # With one place at the gate, the seed dies holding it while the others wait for it: no wait may hang
+    signal.alarm(120)
+    try:
+        runs = LockstepSeeds(
+            lambda seed, callback: _train(seed, callback, {1: behaviour}), [0, 1, 2], _callback_kwargs, parallel
+        )
+        with pytest.raises(SeedFailedError, match=r"seed 1: ") as failure:
+            for _ in runs.evaluations():
+                runs.answer(True)
+    finally:
+        signal.alarm(0)
+    assert (failure.value.error_type, failure.value.kind) == (error_type, kind)
     assert all(not process.is_alive() for process in runs._processes)
+
+
+TRIAL_PROCESS = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_tuning_flow import _callback_kwargs, _train
+from sb3_ppo_variants.zoo.seeds import LockstepSeeds
+runs = LockstepSeeds(_train, [0, 1], _callback_kwargs, parallel=1)
+next(runs.evaluations())
+print("seeds:", *(process.pid for process in runs._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _has_ended(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status  # ended, not yet reaped
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads process states from /proc")
+def test_seeds_end_when_the_trials_process_is_killed():
+    code = TRIAL_PROCESS.format(tests=str(Path(__file__).parent))
+    trial_process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    line = ""
+    while not line.startswith("seeds:"):
+        line = trial_process.stdout.readline()
+    seed_pids = [int(pid) for pid in line.split()[1:]]
+    assert len(seed_pids) == 2
+    trial_process.kill()  # SIGKILL: no cleanup runs in the trial's process
+    trial_process.wait()
+    deadline = time.monotonic() + 30
+    while not all(_has_ended(pid) for pid in seed_pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # One seed waited for the answer, the other for its place at the gate: both noticed
+    assert all(_has_ended(pid) for pid in seed_pids)
 
 
 def test_parallel_seeds_share_the_cores_among_parallel_trials():
@@ -275,3 +328,24 @@ def test_validate_refuses_bad_arguments_with_one_line(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     line = _one_line_error(capsys, ["validate", "--env", "CartPole-v1", *args])
     assert line.startswith("sb3-ppo-variants validate: error: ") and expected in line
+
+
+def test_zoo_flags_that_start_like_ours_reach_rl_zoo3():
+    own, rest = _own_arguments("tune", ["--sampler", "random", "--trial", "0", "--sampler-seed", "3"])
+    assert rest == ["--sampler", "random", "--trial", "0"]  # rl_zoo3's --sampler and --trial-id, not ours
+    assert (own.sampler_seed, own.trial_seeds) == (3, 3)
+    assert argument_error(["-n", "-1"]) is None  # -1: the YAML entry's budget, rl_zoo3's default
+
+
+def test_a_non_integer_of_ours_is_one_line(capsys):
+    line = _one_line_error(capsys, ["tune", "--trial-seeds", "x"])
+    assert line == "sb3-ppo-variants tune: error: --trial-seeds must be an integer, got 'x'"
+
+
+def test_runs_of_equal_returns_are_compared_as_such():
+    summaries, _ = summarize(
+        _validation_study({CURRENT: [500.0, 500.0, 500.0], "trial-1": [500.0, 500.0, 500.0], SB3_PPO: [200.0] * 3})
+    )
+    by_name = {summary.candidate.name: summary for summary in summaries}
+    assert by_name["trial-1"].p_current == 1.0 and by_name["trial-1"].p_sb3 == 0.0
+    assert proposal(summaries).candidate.name == CURRENT  # a tie does not replace the current entry

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, register_algorithms, zoo_config_path
-from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, StorageError, make_storage
+from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, StorageError, make_storage, shown_url
 
 COMMANDS = ("train", "tune", "enjoy", "validate")
 TUNE_DEFAULTS = ["--n-trials", "20", "--n-timesteps", "20000", "--n-evaluations", "4"]
@@ -165,14 +165,17 @@ def enjoy_arguments(zoo_args: list[str]) -> list[str]:
 
 def _own_arguments(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """:return: This package's flags (checked) and the rest of the command line"""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_INTERVAL)
-    parser.add_argument("--trial-seeds", type=int, default=TUNE_TRIAL_SEEDS if command == "tune" else 1)
-    parser.add_argument("--sampler-seed", type=int, default=None)
-    try:
-        own_args, rest = parser.parse_known_args(list(argv))
-    except SystemExit:
-        _fail(command, "--heartbeat-interval, --trial-seeds and --sampler-seed take an integer")
+    # No abbreviations: --sampler (rl_zoo3's) must not read as --sampler-seed, nor --trial (--trial-id) as --trial-seeds
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--heartbeat-interval", default=str(DEFAULT_HEARTBEAT_INTERVAL))
+    parser.add_argument("--trial-seeds", default=str(TUNE_TRIAL_SEEDS if command == "tune" else 1))
+    parser.add_argument("--sampler-seed", default=None)
+    own_args, rest = parser.parse_known_args(list(argv))
+    for flag in ("heartbeat_interval", "trial_seeds", "sampler_seed"):
+        value = getattr(own_args, flag)
+        if value is not None and _integer(value) is None:
+            _fail(command, f"--{flag.replace('_', '-')} must be an integer, got {value!r}")
+        setattr(own_args, flag, _integer(value))
     if own_args.heartbeat_interval < 1:
         _fail(command, f"--heartbeat-interval must be an integer >= 1 (seconds), got {own_args.heartbeat_interval}")
     if own_args.trial_seeds < 1:
@@ -202,6 +205,7 @@ def _validate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-n", "--n-timesteps", type=int, default=None, help="a budget for every candidate instead of the entry's"
     )
+    parser.add_argument("--validation-name", default=None, help="the validation study (default: <study>-validation)")
     parser.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_INTERVAL)
     return parser
 
@@ -230,7 +234,7 @@ def validate(argv: Sequence[str]) -> None:
     url = args.storage or f"sqlite:///{os.path.abspath(os.path.join(study_folder, 'study.db'))}"
     if args.storage is None:
         if args.top > 0 and not os.path.exists(os.path.join(study_folder, "study.db")):
-            _fail("validate", f"no study at {url}: run tune first, give --storage and --study-name, or --top 0")
+            _fail("validate", f"no study at {shown_url(url)}: run tune first, give --storage and --study-name, or --top 0")
         os.makedirs(study_folder, exist_ok=True)
     try:
         storage = make_storage(url, args.heartbeat_interval)
@@ -238,21 +242,19 @@ def validate(argv: Sequence[str]) -> None:
     except StorageError as error:
         _fail("validate", str(error))
     except KeyError:
-        _fail("validate", f"no study named {study_name} in {url}: give --study-name, or --top 0")
+        _fail("validate", f"no study named {study_name} in {shown_url(url)}: give --study-name, or --top 0")
 
-    def define() -> tuple[str, list, list[int], int]:
+    validation_name = args.validation_name or f"{study_name}-validation"
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    try:
         found = validation.candidates(args.algo, args.env, tuning, args.top, with_sb3=not args.no_sb3)
         if args.n_timesteps is not None:
             found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
-        return args.env, found, list(range(args.first_seed, args.first_seed + args.seeds)), args.eval_episodes
-
-    validation_name = f"{study_name}-validation"
-    try:
-        validation_study = validation.open_validation(storage, validation_name, define)
+        validation_study = validation.open_validation(storage, validation_name, args.env, found, seeds, args.eval_episodes)
     except ValueError as error:
         _fail("validate", str(error))
     workers = args.workers or available_cores()
-    print(f"Validation study '{validation_name}' in {url}: {workers} worker(s) on this machine")
+    print(f"Validation study '{validation_name}' in {shown_url(url)}: {workers} worker(s) on this machine")
     validation.run_workers(url, validation_name, args.heartbeat_interval, workers)
     summaries, seeds = validation.summarize(validation_study)
     env_id, eval_episodes = validation_study.user_attrs["env_id"], validation_study.user_attrs["eval_episodes"]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import optuna
 import rl_zoo3
+import torch as th
 import yaml
 
 # Private to Optuna (no public way to beat before the trial's first heartbeat, see _budgeted_objective): the `zoo`
@@ -45,14 +46,14 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
-from rl_zoo3.utils import ALGOS
+from rl_zoo3.utils import ALGOS, get_callback_list
 from stable_baselines3.common.callbacks import EvalCallback
 
 from sb3_ppo_variants.common.finite import NonFiniteError
 from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, policy_kwargs_dict, zoo_config_path
 from sb3_ppo_variants.zoo.report import write_report
-from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
-from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage
+from sb3_ppo_variants.zoo.seeds import NON_FINITE, PRUNABLE, LockstepSeeds, SeedFailedError, parallel_seeds
+from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, shown_url
 
 # rl_zoo3's own PPO hyperparameters, for the envs that this package's files do not cover
 ZOO_PPO_HYPERPARAMETERS = Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
@@ -224,7 +225,7 @@ class TuningExperimentManager(ExperimentManager):
             **hyperparameters,
         )
         try:
-            model.learn(self.n_timesteps, callback=[*self.specified_callbacks, callback])
+            model.learn(self.n_timesteps, callback=[*get_callback_list({"callback": self.specified_callbacks}), callback])
         finally:
             env.close()
             assert callback.eval_env is not None
@@ -256,11 +257,14 @@ class TuningExperimentManager(ExperimentManager):
         trial_folder = None
         if self.optimization_log_path is not None:
             trial_folder = os.path.join(self.optimization_log_path, f"trial_{trial.number}")
+        parallel = parallel_seeds(len(seeds), self.n_jobs)
         runs = LockstepSeeds(
             lambda seed, callback: self._train_seed(hyperparameters, seed, callback),
             seeds,
             lambda seed: self._seed_callback_kwargs(trial_folder, seed),
-            parallel=parallel_seeds(len(seeds), self.n_jobs),
+            parallel=parallel,
+            # The torch threads of the worker (--num-threads, else the cores), shared by the seeds that train at once
+            threads=max(1, th.get_num_threads() // (parallel * max(self.n_jobs, 1))),
         )
         values: list[float] = []
         try:
@@ -272,10 +276,9 @@ class TuningExperimentManager(ExperimentManager):
                 if not go_on:
                     raise optuna.TrialPruned(f"mean of the seeds' evaluations at evaluation {step}")
         except SeedFailedError as error:
-            if error.error_type == NonFiniteError.__name__:
+            if error.kind == NON_FINITE:
                 raise NonFiniteError(str(error)) from error
-            if error.error_type in ("AssertionError", "ValueError"):
-                # As rl_zoo3 prunes them: sampled hyperparameters that make training fail
+            if error.kind == PRUNABLE:
                 raise optuna.TrialPruned(str(error)) from error
             raise
         finally:
@@ -341,6 +344,9 @@ class TuningExperimentManager(ExperimentManager):
             except Exception as error:
                 trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
                 raise
+            except KeyboardInterrupt:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                raise
 
         return objective
 
@@ -369,7 +375,7 @@ class TuningExperimentManager(ExperimentManager):
             study.set_user_attr("command", " ".join(sys.orig_argv))
             for key in sorted(self._hyperparams):
                 study.set_user_attr(key, str(self._hyperparams[key]))
-        print(f"Study '{self.study_name}' in {self.storage} (sampler: {self.sampler}, pruner: {self.pruner})")
+        print(f"Study '{self.study_name}' in {shown_url(self.storage)} (sampler: {self.sampler}, pruner: {self.pruner})")
 
         # Trials of dead workers end as FAIL (and are retried) now, so that they do not hold budget
         # (a no-op for storages without heartbeat)

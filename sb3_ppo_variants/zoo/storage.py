@@ -37,7 +37,7 @@ class StorageError(ValueError):
     """The ``--storage`` URL cannot be used: its message is one line with the cause and, where known, the fix."""
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """:return: ``url`` without its password"""
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -63,18 +63,20 @@ def _storage_error(url: str, error: BaseException) -> StorageError:
     scheme = url.split(":", 1)[0]
     if isinstance(error, NoSuchModuleError):
         hint = " (PostgreSQL's scheme is postgresql://, not postgres://)" if scheme == "postgres" else ""
-        return StorageError(f"--storage {_shown(url)}: '{scheme}' is not a database that SQLAlchemy knows{hint}")
+        return StorageError(f"--storage {shown_url(url)}: '{scheme}' is not a database that SQLAlchemy knows{hint}")
     if isinstance(error, ArgumentError):
         return StorageError(
-            f"--storage {_shown(url)} is not a database URL: use sqlite:///path.db, "
+            f"--storage {shown_url(url)} is not a database URL: use sqlite:///path.db, "
             "postgresql://user:password@host:port/database or a path ending in .log"
         )
     if isinstance(error, ImportError):
         # Optuna re-raises a missing database driver as an ImportError of its own
         missing = error.__cause__ if isinstance(error.__cause__, ImportError) else error
         name = f" {missing.name}" if missing.name else ""
-        return StorageError(f"--storage {_shown(url)} needs a database driver that is not installed: the Python module{name}")
-    return StorageError(f"--storage {_shown(url)} cannot be opened: {_first_line(error)}")
+        return StorageError(
+            f"--storage {shown_url(url)} needs a database driver that is not installed: the Python module{name}"
+        )
+    return StorageError(f"--storage {shown_url(url)} cannot be opened: {_first_line(error)}")
 
 
 def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL, n_jobs: int = 1) -> BaseStorage:

@@ -8,11 +8,12 @@ YAML entry's ``n_timesteps``, and evaluates each run's final model on ``--eval-e
 
 The runs are the trials of a validation study in the tuning study's storage (``<study>-validation``): the first
 worker defines the candidates and seeds (stored on the study) and queues one trial per run; every worker, on this
-machine (``--workers``) or on any other that reaches the storage, takes queued runs until none is left. A worker
-that dies leaves its run to be retried (the storage's heartbeat, as in tuning).
+machine (``--workers``) or on any other that reaches the storage, takes queued runs until every run has ended. A
+worker that dies leaves its run to be retried (the storage's heartbeat, as in tuning): the workers still waiting
+queue it again once its heartbeat is two intervals old.
 
 The report: per candidate, the mean final return with its 95% interval (Student's t), and Welch's t-test against the
-current entry and against SB3 PPO's entry (paired seeds, unequal variances). The proposal is the best tuned
+current entry and against SB3 PPO's entry (the same seeds for all; unequal variances, unpaired). The proposal is the best tuned
 candidate if its mean beats the current entry's; otherwise the current entry stays. A candidate worse than the
 current entry is never proposed, and one that beats it within noise is proposed with that said.
 """
@@ -22,7 +23,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,8 @@ def train_and_evaluate(candidate: Candidate, env_id: str, seed: int, eval_episod
 
 # The validation study: candidates and seeds on the study, one queued trial per (candidate, seed)
 RUN = "run"
+# How often a worker with no run left looks whether the others' runs have ended (or died, to be queued again)
+WAIT_S = 5.0
 
 
 def _definition(study: optuna.Study) -> tuple[list[Candidate], list[int], str, int]:
@@ -167,22 +170,35 @@ def _definition(study: optuna.Study) -> tuple[list[Candidate], list[int], str, i
     return found, list(attrs["seeds"]), attrs["env_id"], int(attrs["eval_episodes"])
 
 
+class ValidationMismatchError(ValueError):
+    """The validation study exists with another definition (candidates, seeds, budget) than the one asked for."""
+
+
 def open_validation(
     storage: optuna.storages.BaseStorage,
     study_name: str,
-    define: Callable[[], tuple[str, list[Candidate], list[int], int]],
+    env_id: str,
+    found: list[Candidate],
+    seeds: list[int],
+    eval_episodes: int,
     wait_s: float = 120.0,
 ) -> optuna.Study:
     """
     Open the validation study; the worker that creates it (exactly one: study names are unique in a storage)
-    defines the candidates and seeds and queues the runs, the others wait for that definition.
+    defines the candidates and seeds and queues the runs, the others wait for that definition and check that it is
+    theirs.
 
     :param storage: The storage
     :param study_name: The validation study's name
-    :param define: Returns (env id, candidates, seeds, evaluation episodes); called by the creating worker only
+    :param env_id: The environment's id
+    :param found: The candidates
+    :param seeds: The seeds
+    :param eval_episodes: Evaluation episodes per run
     :param wait_s: How long another worker waits for the definition
     :return: The study
+    :raises ValidationMismatchError: If the study exists with another definition
     """
+    definition = json.dumps([asdict(candidate) for candidate in found])
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
@@ -192,20 +208,30 @@ def open_validation(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"validation study {study_name} has no candidates after {wait_s:.0f} s") from None
             time.sleep(1.0)
+            study = optuna.load_study(storage=storage, study_name=study_name)
+        asked = (definition, seeds, env_id, eval_episodes)
+        if asked != tuple(study.user_attrs[key] for key in ("candidates", "seeds", "env_id", "eval_episodes")):
+            raise ValidationMismatchError(
+                f"the validation study {study_name} exists with other candidates, seeds, budget or episodes than these "
+                "(its results are kept): give --validation-name for a new one, or the same arguments as its first run"
+            ) from None
         return study
-    env_id, found, seeds, eval_episodes = define()
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("env_id", env_id)
     study.set_user_attr("eval_episodes", eval_episodes)
     for index in range(len(found) * len(seeds)):
         study.enqueue_trial({RUN: index})
     # Last: its presence tells the other workers that the runs are queued
-    study.set_user_attr("candidates", json.dumps([asdict(candidate) for candidate in found]))
+    study.set_user_attr("candidates", definition)
     return study
 
 
 class NoRunLeftError(RuntimeError):
     """A worker asked for a run when every run had been taken."""
+
+
+class RunFailedError(RuntimeError):
+    """A validation run raised (its trial fails with the reason; the worker goes on)."""
 
 
 def _is_queued(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -231,18 +257,24 @@ def _objective(study: optuna.Study) -> Any:
         candidate, seed = found[index // len(seeds)], seeds[index % len(seeds)]
         trial.set_user_attr("candidate", candidate.name)
         trial.set_user_attr("seed", seed)
-        return train_and_evaluate(candidate, env_id, seed, eval_episodes)
+        try:
+            return train_and_evaluate(candidate, env_id, seed, eval_episodes)
+        except Exception as error:
+            # The run is missing from the table (its row says why in the study); the other runs go on
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            raise RunFailedError(str(error)) from error
 
     return objective
 
 
-def _queued(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+def _count(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
 def work(storage_url: str, study_name: str, heartbeat_interval: int) -> None:
     """
-    A worker: run queued validation runs until none is left.
+    A worker: run queued validation runs until every run has ended. While other workers' runs are running it waits
+    (checking their heartbeats): a run whose worker died is queued again and taken.
 
     :param storage_url: The storage
     :param study_name: The validation study
@@ -252,13 +284,17 @@ def work(storage_url: str, study_name: str, heartbeat_interval: int) -> None:
 
     th.set_num_threads(1)
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, heartbeat_interval))
-    while _queued(study) > 0:
-        study.optimize(
-            _objective(study),
-            n_trials=1,
-            catch=(NoRunLeftError,),
-            callbacks=[lambda study, _trial: study.stop() if _queued(study) == 0 else None],
-        )
+    objective = _objective(study)
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        if _count(study, TrialState.WAITING) > 0:
+            study.optimize(objective, n_trials=1, catch=(NoRunLeftError, RunFailedError))
+        elif _count(study, TrialState.RUNNING) > 0:
+            time.sleep(min(heartbeat_interval, WAIT_S))
+        else:
+            return
 
 
 def run_workers(storage_url: str, study_name: str, heartbeat_interval: int, workers: int) -> None:
@@ -336,8 +372,11 @@ def proposal(summaries: list[Summary]) -> Summary:
         current entry (SB3 PPO's entry is a yardstick, never proposed)
     """
     current = next(summary for summary in summaries if summary.candidate.name == CURRENT)
-    tuned = [summary for summary in summaries if summary.candidate.name not in (CURRENT, SB3_PPO)]
+    tuned = [
+        summary for summary in summaries if summary.candidate.name not in (CURRENT, SB3_PPO) and not math.isnan(summary.mean)
+    ]
     best = max(tuned, key=lambda summary: summary.mean, default=None)
+    # Without a run of the current entry done, nothing can be said to beat it
     return best if best is not None and best.mean > current.mean else current
 
 
@@ -347,20 +386,20 @@ def _p(value: float | None) -> str:
 
 def report(summaries: list[Summary], seeds: list[int], env_id: str, eval_episodes: int) -> str:
     """:return: The validation as Markdown: the table, then the proposed YAML entry with its evidence"""
-    budget = int(summaries[0].candidate.entry["n_timesteps"])
     lines = [
-        f"### Validation: {env_id}, {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), {budget:,} steps per run, "
+        f"### Validation: {env_id}, {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), each candidate at its entry's budget, "
         f"{eval_episodes} deterministic evaluation episodes per run",
         "",
-        "| candidate | algorithm | runs | mean final return ± 95% interval | tuning value | Welch p vs current | "
+        "| candidate | algorithm | steps | runs | mean final return ± 95% interval | tuning value | Welch p vs current | "
         "Welch p vs SB3 PPO |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for summary in summaries:
         runs = sum(not math.isnan(value) for value in summary.returns)
         tuning = "" if summary.candidate.tuning_value is None else f"{summary.candidate.tuning_value:.1f}"
+        steps = int(summary.candidate.entry["n_timesteps"])
         lines.append(
-            f"| {summary.candidate.name} | {summary.candidate.algo} | {runs}/{len(seeds)} | {summary.mean:.1f} ± "
+            f"| {summary.candidate.name} | {summary.candidate.algo} | {steps:,} | {runs}/{len(seeds)} | {summary.mean:.1f} ± "
             f"{summary.half_width:.1f} | {tuning} | {_p(summary.p_current)} | {_p(summary.p_sb3)} |"
         )
     chosen = proposal(summaries)
@@ -373,6 +412,8 @@ def proposed_snippet(chosen: Summary, summaries: list[Summary], seeds: list[int]
     current = next(summary for summary in summaries if summary.candidate.name == CURRENT)
     if chosen is current:
         verdict = f"keep the current entry: no tuned candidate's mean beats its {current.mean:.1f}"
+        if math.isnan(current.mean):
+            verdict = "keep the current entry: none of its runs is done yet"
     else:
         noise = "beyond noise" if chosen.p_current is not None and chosen.p_current < 0.05 else "within noise"
         verdict = (
