@@ -283,10 +283,11 @@ class TuningExperimentManager(ExperimentManager):
             raise
         finally:
             runs.stop()
+            if trial_folder is not None and values:
+                # Pruned trials too, as rl_zoo3's trial callback leaves the best model of every trial
+                self._keep_best_seeds_model(trial_folder, seeds, values)
         if not values:
             raise optuna.TrialPruned(f"no evaluation ran within the budget of {self.n_timesteps} steps")
-        if trial_folder is not None:
-            self._keep_best_seeds_model(trial_folder, seeds, values)
         return float(np.mean(values))
 
     @staticmethod
