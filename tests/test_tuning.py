@@ -274,11 +274,12 @@ def test_killed_worker_trial_fails_and_the_study_goes_on(tmp_path):
 def test_non_finite_trials_are_pruned_with_their_reason(tmp_path):
     storage, study_name = f"sqlite:///{tmp_path / 'study.db'}", "non-finite"
     args = ["train", "-optimize", "--algo", "ppo_penalty", "--env", "NaNAfterSteps-v0", "--gym-packages", "broken_envs"]
-    args += ["-n", "2048", "--n-trials", "3", "--storage", storage, "--study-name", study_name, "--no-optim-plots"]
-    args += ["--num-threads", "1", "--seed", "0", "-params", "n_envs:1", "n_steps:64", "batch_size:32"]
+    # A budget of the largest rollout that the search space samples (4096 steps, 1 env): none is pruned before training
+    args += ["-n", "4096", "--n-trials", "3", "--storage", storage, "--study-name", study_name, "--no-optim-plots"]
+    args += ["--num-threads", "1", "--seed", "0", "--sampler-seed", "0", "-params", "n_envs:1", "n_steps:64", "batch_size:32"]
     # zoo_configs/ has no entry for this env: give one through a file of our own
     conf = tmp_path / "conf.yml"
-    conf.write_text("NaNAfterSteps-v0:\n  policy: MlpPolicy\n  n_timesteps: 2048\n")
+    conf.write_text("NaNAfterSteps-v0:\n  policy: MlpPolicy\n  n_timesteps: 4096\n")
     args += ["--conf-file", str(conf)]
     _run(args, tmp_path)
     study = _load(storage, study_name)
