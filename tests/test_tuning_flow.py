@@ -349,3 +349,34 @@ def test_runs_of_equal_returns_are_compared_as_such():
     by_name = {summary.candidate.name: summary for summary in summaries}
     assert by_name["trial-1"].p_current == 1.0 and by_name["trial-1"].p_sb3 == 0.0
     assert proposal(summaries).candidate.name == CURRENT  # a tie does not replace the current entry
+
+
+def _sampled_study(values: list[float]) -> optuna.Study:
+    from sb3_ppo_variants.zoo.search_spaces import sample_ppo_penalty_params
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for value in values:
+        trial = study.ask()
+        sample_ppo_penalty_params(trial, n_actions=1, n_envs=8, additional_args={})
+        study.tell(trial, value)
+    trial = study.ask()
+    sample_ppo_penalty_params(trial, n_actions=1, n_envs=8, additional_args={})
+    study.tell(trial, state=TrialState.PRUNED)
+    return study
+
+
+def test_validate_takes_the_best_trials_or_the_ones_named():
+    from sb3_ppo_variants.zoo.validation import candidates
+
+    study = _sampled_study([10.0, 30.0, 20.0, 5.0])
+
+    def names(**choice) -> list[str]:
+        return [candidate.name for candidate in candidates("ppo_penalty", "CartPole-v1", study, **choice)]
+
+    assert names(top=2) == [CURRENT, "trial-1", "trial-2", SB3_PPO]
+    assert names(top=2, trial_numbers=[3, 0]) == [CURRENT, "trial-3", "trial-0", SB3_PPO]
+    by_name = {c.name: c for c in candidates("ppo_penalty", "CartPole-v1", study, top=0, trial_numbers=[3])}
+    assert by_name["trial-3"].tuning_value == 5.0
+    assert by_name["trial-3"].entry["learning_rate"] == study.trials[3].params["learning_rate"]
+    with pytest.raises(ValueError, match=r"--trials: \[4, 9\] not complete trials .* \(complete: \[0, 1, 2, 3\]\)"):
+        candidates("ppo_penalty", "CartPole-v1", study, top=3, trial_numbers=[4, 9])

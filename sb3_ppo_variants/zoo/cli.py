@@ -197,6 +197,9 @@ def _validate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None, help="the tuning study (default: <algo>-<env>, as tune names it)")
     parser.add_argument("--storage", default=None, help="its storage (default: the study's SQLite file under the log folder)")
     parser.add_argument("--top", type=int, default=3, help="best complete trials to validate (default 3; 0: none)")
+    parser.add_argument(
+        "--trials", type=int, nargs="+", default=None, metavar="N", help="these complete trials instead of the --top best"
+    )
     parser.add_argument("--seeds", type=int, default=10, help="seeds per candidate (default 10)")
     parser.add_argument("--first-seed", type=int, default=1000, help="the first seed (default 1000)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per run (default 10)")
@@ -233,12 +236,13 @@ def validate(argv: Sequence[str]) -> None:
     study_folder = os.path.join(args.log_folder, args.algo, study_name)
     url = args.storage or f"sqlite:///{os.path.abspath(os.path.join(study_folder, 'study.db'))}"
     if args.storage is None:
-        if args.top > 0 and not os.path.exists(os.path.join(study_folder, "study.db")):
+        if (args.top > 0 or args.trials) and not os.path.exists(os.path.join(study_folder, "study.db")):
             _fail("validate", f"no study at {shown_url(url)}: run tune first, give --storage and --study-name, or --top 0")
         os.makedirs(study_folder, exist_ok=True)
     try:
         storage = make_storage(url, args.heartbeat_interval)
-        tuning = optuna.load_study(study_name=study_name, storage=storage) if args.top > 0 else None
+        wanted = args.top > 0 or args.trials
+        tuning = optuna.load_study(study_name=study_name, storage=storage) if wanted else None
     except StorageError as error:
         _fail("validate", str(error))
     except KeyError:
@@ -247,7 +251,7 @@ def validate(argv: Sequence[str]) -> None:
     validation_name = args.validation_name or f"{study_name}-validation"
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
-        found = validation.candidates(args.algo, args.env, tuning, args.top, with_sb3=not args.no_sb3)
+        found = validation.candidates(args.algo, args.env, tuning, args.top, not args.no_sb3, args.trials)
         if args.n_timesteps is not None:
             found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
         validation_study = validation.open_validation(storage, validation_name, args.env, found, seeds, args.eval_episodes)

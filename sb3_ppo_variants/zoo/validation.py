@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import optuna
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from sb3_ppo_variants.zoo.registration import constructor_arguments, policy_kwargs_dict, zoo_hyperparameters
@@ -71,14 +72,36 @@ def _sb3_ppo_entry(env_id: str) -> dict[str, Any]:
     return dict(entries[env_id])
 
 
-def candidates(algo: str, env_id: str, study: optuna.Study | None, top: int, with_sb3: bool = True) -> list[Candidate]:
+def _chosen_trials(study: optuna.Study, top: int, numbers: Sequence[int] | None) -> list[FrozenTrial]:
+    """:return: The study's complete trials of these numbers (in that order), or else its ``top`` best ones"""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if numbers is None:
+        return sorted(complete, key=lambda trial: trial.value, reverse=True)[:top]  # type: ignore[arg-type, return-value]
+    by_number = {trial.number: trial for trial in complete}
+    missing = [number for number in numbers if number not in by_number]
+    if missing:
+        raise ValueError(
+            f"--trials: {missing} not complete trials of study {study.study_name} (complete: {sorted(by_number)})"
+        )
+    return [by_number[number] for number in numbers]
+
+
+def candidates(
+    algo: str,
+    env_id: str,
+    study: optuna.Study | None,
+    top: int,
+    with_sb3: bool = True,
+    trial_numbers: Sequence[int] | None = None,
+) -> list[Candidate]:
     """
     :param algo: ``ppo_clip`` or ``ppo_penalty``
     :param env_id: The environment's id
     :param study: The tuning study, or None (the current entry alone, and SB3 PPO's)
     :param top: How many of its best complete trials to validate
     :param with_sb3: Whether SB3 PPO's zoo entry is a candidate too
-    :return: The current entry, the best trials' entries (the current entry with their values on top), SB3 PPO's
+    :param trial_numbers: The numbers of the complete trials to validate instead of the ``top`` best ones
+    :return: The current entry, the chosen trials' entries (the current entry with their values on top), SB3 PPO's
     """
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 
@@ -88,9 +111,7 @@ def candidates(algo: str, env_id: str, study: optuna.Study | None, top: int, wit
     current = zoo_hyperparameters(algo, env_id)
     found = [Candidate(CURRENT, algo, current)]
     if study is not None:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = sorted(complete, key=lambda trial: trial.value, reverse=True)[:top]  # type: ignore[arg-type, return-value]
-        for trial in best:
+        for trial in _chosen_trials(study, top, trial_numbers):
             entry = tuned_zoo_entry(current, HYPERPARAMS_CONVERTER[algo](trial.params))
             found.append(Candidate(f"trial-{trial.number}", algo, entry, trial.value))
     if with_sb3:
