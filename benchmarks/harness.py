@@ -181,12 +181,9 @@ SUITES: dict[str, Callable[..., list[RunSpec]]] = {
 
 
 def _algorithm_class(algo: str) -> type:
-    from sb3_contrib import TRPO
-    from stable_baselines3 import PPO
+    from sb3_ppo_variants.zoo.runs import algorithm_class
 
-    from sb3_ppo_variants import PPOClip, PPOPenalty
-
-    return {"ppo_clip": PPOClip, "ppo_penalty": PPOPenalty, "sb3_ppo": PPO, "trpo": TRPO}[algo]
+    return algorithm_class("ppo" if algo == "sb3_ppo" else algo)  # the suites' name for SB3's PPO
 
 
 class _BetaRecorder:
@@ -271,12 +268,10 @@ def execute(spec: RunSpec, output_folder: Path) -> tuple[dict[str, Any], list[fl
     :return: The ``runs.csv`` row, and the learning curve (see :func:`learning_curve`)
     """
     import torch as th
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
     from sb3_ppo_variants.common.adaptive_beta import BETA_MAX, BETA_MIN
     from sb3_ppo_variants.zoo import constructor_arguments
+    from sb3_ppo_variants.zoo.runs import final_returns, seeded_envs
 
     th.set_num_threads(1)
     safe_id = spec.run_id.replace("|", "_")
@@ -286,27 +281,22 @@ def execute(spec: RunSpec, output_folder: Path) -> tuple[dict[str, Any], list[fl
     if spec.algo == "random":
         row = _random_run(spec, str(monitor_folder / "0"))
     else:
-        env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed, monitor_dir=str(monitor_folder))
-        # A separate env for the final evaluation, so that its episodes stay out of the learning curve
-        eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000)
-        if spec.normalize:
-            env = VecNormalize(env, gamma=spec.hyperparameters.get("gamma", 0.99))
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        model = _algorithm_class(spec.algo)(
-            "MlpPolicy", env, seed=spec.seed, device="cpu", **constructor_arguments(spec.hyperparameters)[0]
-        )
-        callback = None
-        if spec.algo == "ppo_penalty":
-            (output_folder / "beta").mkdir(exist_ok=True)
-            callback = _BetaRecorder.make(output_folder / "beta" / f"{safe_id}.csv")
-        learn_start = time.perf_counter()
-        model.learn(spec.timesteps, callback=callback)
-        learn_time = time.perf_counter() - learn_start
-        episode_returns = [info["r"] for info in model.ep_info_buffer] if model.ep_info_buffer else []
-        sync_envs_normalization(env, eval_env)
-        eval_returns, _ = evaluate_policy(
-            model, eval_env, n_eval_episodes=10, deterministic=True, warn=False, return_episode_rewards=True
-        )
+        normalize: dict[str, Any] | None = {} if spec.normalize else None
+        gamma = spec.hyperparameters.get("gamma", 0.99)
+        envs = seeded_envs(spec.env_id, spec.n_envs, spec.seed, normalize, gamma, monitor_dir=str(monitor_folder))
+        with envs as (env, eval_env):
+            model = _algorithm_class(spec.algo)(
+                "MlpPolicy", env, seed=spec.seed, device="cpu", **constructor_arguments(spec.hyperparameters)[0]
+            )
+            callback = None
+            if spec.algo == "ppo_penalty":
+                (output_folder / "beta").mkdir(exist_ok=True)
+                callback = _BetaRecorder.make(output_folder / "beta" / f"{safe_id}.csv")
+            learn_start = time.perf_counter()
+            model.learn(spec.timesteps, callback=callback)
+            learn_time = time.perf_counter() - learn_start
+            episode_returns = [info["r"] for info in model.ep_info_buffer] if model.ep_info_buffer else []
+            eval_returns = final_returns(model, env, eval_env, episodes=10)
         betas = []
         if callback is not None:
             betas = [
@@ -319,8 +309,6 @@ def execute(spec: RunSpec, output_folder: Path) -> tuple[dict[str, Any], list[fl
             "eval_return": float(np.mean(eval_returns)),
             "beta_at_bounds": sum(beta in (BETA_MIN, BETA_MAX) for beta in betas) if callback is not None else "",
         }
-        env.close()
-        eval_env.close()
     wall_time = time.perf_counter() - start
     curve = learning_curve(monitor_folder, spec.timesteps)
     shutil.rmtree(monitor_folder, ignore_errors=True)

@@ -380,3 +380,14 @@ def test_validate_takes_the_best_trials_or_the_ones_named():
     assert by_name["trial-3"].entry["learning_rate"] == study.trials[3].params["learning_rate"]
     with pytest.raises(ValueError, match=r"--trials: \[4, 9\] not complete trials .* \(complete: \[0, 1, 2, 3\]\)"):
         candidates("ppo_penalty", "CartPole-v1", study, top=3, trial_numbers=[4, 9])
+
+
+def test_runs_build_any_algorithm_of_the_zoos_table_by_name():
+    from sb3_contrib import TRPO
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants.zoo.runs import algorithm_class
+
+    assert [algorithm_class(name) for name in ("ppo", "trpo", "ppo_penalty")] == [PPO, TRPO, PPOPenalty]
+    with pytest.raises(ValueError, match=r"algo must be one of \[.*'ppo_clip'.*\], got 'ppo_clipped'"):
+        algorithm_class("ppo_clipped")

@@ -70,6 +70,13 @@ def _integer(value: str | None) -> int | None:
         return None  # rl_zoo3's parser rejects it, with its own message
 
 
+def _below_least(flag: str, value: int | None, least: int, meaning: str = "") -> str | None:
+    """:return: The one-line error for an integer flag below its least value (None if unset or in range)"""
+    if value is None or value >= least:
+        return None
+    return f"{flag} must be an integer >= {least}{f' ({meaning})' if meaning else ''}, got {value}"
+
+
 def argument_error(zoo_args: Sequence[str]) -> str | None:
     """
     :param zoo_args: Arguments for rl_zoo3's ``train``
@@ -77,9 +84,9 @@ def argument_error(zoo_args: Sequence[str]) -> str | None:
     """
     flags = _effective_flags(zoo_args)
     for flag, (meaning, least) in STUDY_FLAGS.items():
-        value = _integer(getattr(flags, flag.lstrip("-").replace("-", "_")))
-        if value is not None and value < least:
-            return f"{flag} must be an integer >= {least} ({meaning}), got {value}"
+        error = _below_least(flag, _integer(getattr(flags, flag.lstrip("-").replace("-", "_"))), least, meaning)
+        if error is not None:
+            return error
     timesteps = _integer(flags.n_timesteps)
     if timesteps is not None and timesteps != -1 and timesteps < 1:
         return f"--n-timesteps must be an integer >= 1 (steps per training run), or -1 for the YAML entry's, got {timesteps}"
@@ -176,12 +183,13 @@ def _own_arguments(command: str, argv: Sequence[str]) -> tuple[argparse.Namespac
         if value is not None and _integer(value) is None:
             _fail(command, f"--{flag.replace('_', '-')} must be an integer, got {value!r}")
         setattr(own_args, flag, _integer(value))
-    if own_args.heartbeat_interval < 1:
-        _fail(command, f"--heartbeat-interval must be an integer >= 1 (seconds), got {own_args.heartbeat_interval}")
-    if own_args.trial_seeds < 1:
-        _fail(command, f"--trial-seeds must be an integer >= 1 (seeds per trial), got {own_args.trial_seeds}")
-    if own_args.sampler_seed is not None and own_args.sampler_seed < 0:
-        _fail(command, f"--sampler-seed must be an integer >= 0, got {own_args.sampler_seed}")
+    for error in (
+        _below_least("--heartbeat-interval", own_args.heartbeat_interval, 1, "seconds"),
+        _below_least("--trial-seeds", own_args.trial_seeds, 1, "seeds per trial"),
+        _below_least("--sampler-seed", own_args.sampler_seed, 0),
+    ):
+        if error is not None:
+            _fail(command, error)
     return own_args, rest
 
 
@@ -221,17 +229,17 @@ def validate(argv: Sequence[str]) -> None:
     from sb3_ppo_variants.zoo.seeds import available_cores
 
     args = _validate_parser().parse_args(list(argv))
-    for flag, value, least in (
-        ("--top", args.top, 0),
-        ("--seeds", args.seeds, 2),
-        ("--first-seed", args.first_seed, 0),
-        ("--eval-episodes", args.eval_episodes, 1),
-        ("--workers", args.workers, 1),
-        ("--n-timesteps", args.n_timesteps, 1),
-        ("--heartbeat-interval", args.heartbeat_interval, 1),
+    for error in (
+        _below_least("--top", args.top, 0),
+        _below_least("--seeds", args.seeds, 2),
+        _below_least("--first-seed", args.first_seed, 0),
+        _below_least("--eval-episodes", args.eval_episodes, 1),
+        _below_least("--workers", args.workers, 1),
+        _below_least("--n-timesteps", args.n_timesteps, 1),
+        _below_least("--heartbeat-interval", args.heartbeat_interval, 1, "seconds"),
     ):
-        if value is not None and value < least:
-            _fail("validate", f"{flag} must be an integer >= {least}, got {value}")
+        if error is not None:
+            _fail("validate", error)
     study_name = args.study_name or f"{args.algo}-{args.env}"
     study_folder = os.path.join(args.log_folder, args.algo, study_name)
     url = args.storage or f"sqlite:///{os.path.abspath(os.path.join(study_folder, 'study.db'))}"

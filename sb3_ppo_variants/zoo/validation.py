@@ -37,6 +37,7 @@ from scipy import stats
 
 from sb3_ppo_variants.zoo.registration import constructor_arguments, policy_kwargs_dict, zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import tuned_zoo_entry
+from sb3_ppo_variants.zoo.runs import algorithm_class, final_returns, seeded_envs
 from sb3_ppo_variants.zoo.storage import make_storage
 
 CURRENT, SB3_PPO = "current", "sb3-ppo"
@@ -123,18 +124,10 @@ def candidates(
     return found
 
 
-def _algorithm_class(algo: str) -> type:
-    from stable_baselines3 import PPO
-
-    from sb3_ppo_variants.zoo.registration import ZOO_ALGOS
-
-    return PPO if algo == "ppo" else ZOO_ALGOS[algo]
-
-
 def _algorithm_keys(algo: str) -> set[str]:
     import inspect
 
-    return set(inspect.signature(_algorithm_class(algo)).parameters) - {"self", "env", "policy"}
+    return set(inspect.signature(algorithm_class(algo)).parameters) - {"self", "env", "policy"}
 
 
 def _normalize_kwargs(normalize: Any) -> dict[str, Any] | None:
@@ -154,29 +147,14 @@ def train_and_evaluate(candidate: Candidate, env_id: str, seed: int, eval_episod
     :param eval_episodes: Deterministic evaluation episodes
     :return: The mean return of those episodes
     """
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
-
     entry = dict(candidate.entry)
-    env_kwargs = entry.pop("env_kwargs", None) or {}
-    normalize = _normalize_kwargs(entry.get("normalize"))
+    env_kwargs = entry.pop("env_kwargs", None)
     keywords, n_envs, _ = constructor_arguments(entry)
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
-    if normalize is not None:
-        env = VecNormalize(env, gamma=keywords.get("gamma", 0.99), **normalize)
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-    try:
-        model = _algorithm_class(candidate.algo)(entry.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **keywords)
+    normalize = _normalize_kwargs(entry.get("normalize"))
+    with seeded_envs(env_id, n_envs, seed, normalize, keywords.get("gamma", 0.99), env_kwargs) as (env, eval_env):
+        model = algorithm_class(candidate.algo)(entry.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **keywords)
         model.learn(int(entry["n_timesteps"]))
-        if normalize is not None:
-            sync_envs_normalization(env, eval_env)
-        mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True, warn=False)
-    finally:
-        env.close()
-        eval_env.close()
-    return float(mean_return)  # type: ignore[arg-type]
+        return float(np.mean(final_returns(model, env, eval_env, eval_episodes)))
 
 
 # The validation study: candidates and seeds on the study, one queued trial per (candidate, seed)
