@@ -1,8 +1,9 @@
 """
 Tables and plots from the harness's CSVs, written to ``docs/benchmarks.md`` and ``docs/img/``, and the speed summary
-of the README (between its markers), from ``benchmarks/speed.py``'s tables.
+of the README (between its markers), from ``benchmarks/speed.py``'s tables, and the validation summary of
+``docs/tuning.md`` (between its markers), from the ``validate`` outputs in ``benchmarks/results/validation/``.
 
-    python -m benchmarks.report [--results benchmarks/results] [--docs docs] [--readme README.md]
+    python -m benchmarks.report [--results benchmarks/results] [--docs docs] [--readme README.md] [--tuning-doc docs/tuning.md]
 """
 
 import argparse
@@ -18,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from benchmarks.harness import CURVE_POINTS, HEADLINE_SETTINGS, PAPER_ENVS, PAPER_SETTINGS, RESULTS, read_curves
+from sb3_ppo_variants.zoo.validation import SB3_PPO, Summary, proposal, read_outputs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GENERATED_NOTICE = (
@@ -543,12 +545,67 @@ def speed_summary(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_between(path: Path, begin: str, end: str, content: str) -> None:
+    """Replace what lies between the file's two marker lines with ``content``."""
+    text = path.read_text()
+    before, rest = text.split(begin + "\n")
+    _, after = rest.split(end)
+    path.write_text(before + begin + "\n" + content + end + after)
+
+
 def update_readme_speed_summary(results: Path = RESULTS, readme: Path = README) -> None:
     """Write :func:`speed_summary` between the README's speed summary markers."""
-    text = readme.read_text()
-    before, rest = text.split(README_SPEED_BEGIN + "\n")
-    _, after = rest.split(README_SPEED_END)
-    readme.write_text(before + README_SPEED_BEGIN + "\n" + speed_summary(results) + README_SPEED_END + after)
+    _write_between(readme, README_SPEED_BEGIN, README_SPEED_END, speed_summary(results))
+
+
+# The envs of PPOPenalty's validations, in the order of the table (others follow, sorted)
+VALIDATION_ENVS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1", "LunarLander-v3"]
+TUNING_DOC = DOCS / "tuning.md"
+VALIDATION_BEGIN, VALIDATION_END = "<!-- validation summary: begin -->", "<!-- validation summary: end -->"
+
+
+def _against_sb3(chosen: Summary, sb3: Summary | None) -> str:
+    if sb3 is None or math.isnan(chosen.mean) or math.isnan(sb3.mean):
+        return "n/a"
+    if chosen.mean >= sb3.mean:
+        return "yes"
+    noise = chosen.p_sb3 is not None and not math.isnan(chosen.p_sb3) and chosen.p_sb3 >= 0.05
+    return "below, within noise" if noise else "no: below beyond noise"
+
+
+def validation_summary(results: Path = RESULTS) -> str:
+    """
+    :param results: The results folder; its ``validation/<env>/validation.csv`` are ``validate``'s outputs
+    :return: One table of every validation: each candidate's mean final return, and whether the entry that the
+        evidence supports reaches SB3 PPO's zoo entry on the same seeds
+    """
+    paths = sorted((results / "validation").glob("*/validation.csv"))
+    order = {env: index for index, env in enumerate(VALIDATION_ENVS)}
+    validations = sorted((read_outputs(path) for path in paths), key=lambda read: (order.get(read[0], len(order)), read[0]))
+    if not validations:
+        return "No validation is committed yet.\n"
+    lines = [
+        "| env | candidate | steps | seeds | mean final return ± 95% interval | Welch p vs SB3 PPO | entry | ≥ SB3 PPO |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for env_id, summaries, seeds in validations:
+        chosen = proposal(summaries)
+        sb3 = next((summary for summary in summaries if summary.candidate.name == SB3_PPO), None)
+        for summary in summaries:
+            runs = sum(not math.isnan(value) for value in summary.returns)
+            p_sb3 = "" if summary.p_sb3 is None else "n/a" if math.isnan(summary.p_sb3) else f"{summary.p_sb3:.3f}"
+            is_chosen = summary is chosen
+            lines.append(
+                f"| {env_id} | {summary.candidate.name} | {int(summary.candidate.entry['n_timesteps']):,} | "
+                f"{runs} ({seeds[0]}-{seeds[-1]}) | {summary.mean:.1f} ± {summary.half_width:.1f} | {p_sb3} | "
+                f"{'**supported**' if is_chosen else ''} | {_against_sb3(chosen, sb3) if is_chosen else ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def update_tuning_validation_summary(results: Path = RESULTS, tuning_doc: Path = TUNING_DOC) -> None:
+    """Write :func:`validation_summary` between the tuning guide's validation summary markers."""
+    _write_between(tuning_doc, VALIDATION_BEGIN, VALIDATION_END, validation_summary(results))
 
 
 def write_report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
@@ -593,10 +650,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--readme", type=Path, default=README, help="The README whose speed summary is updated")
+    parser.add_argument("--tuning-doc", type=Path, default=TUNING_DOC, help="The guide whose validation summary is updated")
     args = parser.parse_args(argv)
     print(f"Wrote {write_report(args.results, args.docs)}")
     update_readme_speed_summary(args.results, args.readme)
     print(f"Updated the speed summary of {args.readme}")
+    update_tuning_validation_summary(args.results, args.tuning_doc)
+    print(f"Updated the validation summary of {args.tuning_doc}")
 
 
 if __name__ == "__main__":

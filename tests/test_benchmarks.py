@@ -22,6 +22,8 @@ from benchmarks.harness import (
 from benchmarks.report import (
     README_SPEED_BEGIN,
     README_SPEED_END,
+    VALIDATION_BEGIN,
+    VALIDATION_END,
     beta_plot_env,
     complete_envs,
     curve_label,
@@ -32,6 +34,7 @@ from benchmarks.report import (
     read_rows,
     read_speed_table,
     speed_summary,
+    validation_summary,
     within_noise,
     write_report,
 )
@@ -265,3 +268,52 @@ def test_readme_speed_summary_is_the_committed_results():
     block = readme.split(README_SPEED_BEGIN + "\n")[1].split(README_SPEED_END)[0]
     assert block == speed_summary(REPOSITORY / "benchmarks" / "results")
     assert block.count("\n") >= 6  # header, separator and the four tasks
+
+
+def _write_validation(results: Path, env_id: str, returns: dict[str, list[float]], steps: int = 1000) -> None:
+    folder = results / "validation" / env_id
+    folder.mkdir(parents=True)
+    lines = ["env_id,candidate,algo,steps,tuning_value,seed,final_return"]
+    for name, values in returns.items():
+        algo, tuning = ("ppo", "") if name == "sb3-ppo" else ("ppo_penalty", "" if name == "current" else "9.5")
+        lines += [f"{env_id},{name},{algo},{steps},{tuning},{1000 + i},{value}" for i, value in enumerate(values)]
+    (folder / "validation.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_validation_summary_says_whether_the_supported_entry_reaches_sb3_ppo(tmp_path):
+    _write_validation(tmp_path, "Pendulum-v1", {"current": [-200.0, -210.0, -190.0], "sb3-ppo": [-150.0, -160.0, -155.0]})
+    _write_validation(
+        tmp_path,
+        "CartPole-v1",
+        {"current": [400.0, 420.0, 410.0], "trial-4": [500.0, 480.0, 490.0], "sb3-ppo": [495.0, 500.0, 470.0]},
+        steps=100_000,
+    )
+    _write_validation(tmp_path, "Acrobot-v1", {"current": [-80.0, -70.0, -95.0], "sb3-ppo": [-75.0, -85.0, -70.0]})
+    table = validation_summary(tmp_path)
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    # The zoo's order of envs; the supported entry of each, and how it compares with SB3 PPO's
+    assert [row[:2] for row in cells] == [
+        ["CartPole-v1", "current"],
+        ["CartPole-v1", "trial-4"],
+        ["CartPole-v1", "sb3-ppo"],
+        ["Acrobot-v1", "current"],
+        ["Acrobot-v1", "sb3-ppo"],
+        ["Pendulum-v1", "current"],
+        ["Pendulum-v1", "sb3-ppo"],
+    ]
+    supported = {row[0]: (row[1], row[-1]) for row in cells if row[-2] == "**supported**"}
+    assert supported == {
+        "CartPole-v1": ("trial-4", "yes"),
+        "Acrobot-v1": ("current", "below, within noise"),
+        "Pendulum-v1": ("current", "no: below beyond noise"),
+    }
+    assert cells[1][2:5] == ["100,000", "3 (1000-1002)", "490.0 ± 24.8"]
+    assert validation_summary(tmp_path / "none") == "No validation is committed yet.\n"
+
+
+def test_tuning_guides_validation_summary_is_the_committed_results():
+    """docs/tuning.md's validation table is that of benchmarks/results/validation/ (python -m benchmarks.report)."""
+    guide = (REPOSITORY / "docs" / "tuning.md").read_text()
+    block = guide.split(VALIDATION_BEGIN + "\n")[1].split(VALIDATION_END)[0]
+    assert block == validation_summary(REPOSITORY / "benchmarks" / "results")

@@ -391,3 +391,27 @@ def test_runs_build_any_algorithm_of_the_zoos_table_by_name():
     assert [algorithm_class(name) for name in ("ppo", "trpo", "ppo_penalty")] == [PPO, TRPO, PPOPenalty]
     with pytest.raises(ValueError, match=r"algo must be one of \[.*'ppo_clip'.*\], got 'ppo_clipped'"):
         algorithm_class("ppo_clipped")
+
+
+def test_a_validations_csv_reads_back_as_its_summaries(tmp_path):
+    from sb3_ppo_variants.zoo.validation import read_outputs, write_outputs
+
+    study = _validation_study({CURRENT: [100.0, 120.0, 110.0], "trial-3": [150.0, 170.0, 160.0], SB3_PPO: [90.0, 95.0, 140.0]})
+    summaries, seeds = summarize(study)
+    summaries[1] = dataclasses.replace(summaries[1], candidate=dataclasses.replace(summaries[1].candidate, tuning_value=321.5))
+    write_outputs(str(tmp_path), summaries, seeds, "CartPole-v1", eval_episodes=5)
+    env_id, read, read_seeds = read_outputs(tmp_path / "validation.csv")
+    assert (env_id, read_seeds) == ("CartPole-v1", seeds)
+    assert [summary.candidate for summary in read] == [
+        dataclasses.replace(summary.candidate, entry={"n_timesteps": 1000}) for summary in summaries
+    ]
+    for got, written in zip(read, summaries, strict=True):
+        assert (got.returns, got.mean, got.half_width) == (written.returns, written.mean, written.half_width)
+        assert (got.p_current, got.p_sb3) == (written.p_current, written.p_sb3)
+
+    # A run not done yet is an empty cell: NaN, and out of the statistics
+    lines = (tmp_path / "validation.csv").read_text().splitlines()
+    assert lines[1] == "CartPole-v1,current,ppo_penalty,1000,,1000,100.0"
+    (tmp_path / "validation.csv").write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0] + ",", *lines[2:]]) + "\n")
+    _, read, _ = read_outputs(tmp_path / "validation.csv")
+    assert np.isnan(read[0].returns[0]) and read[0].mean == 115.0

@@ -354,6 +354,11 @@ def summarize(study: optuna.Study) -> tuple[list[Summary], list[int]]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         index = int(trial.params[RUN])
         returns[found[index // len(seeds)].name][index % len(seeds)] = float(trial.value)  # type: ignore[arg-type]
+    return _summaries(found, returns), seeds
+
+
+def _summaries(found: list[Candidate], returns: dict[str, list[float]]) -> list[Summary]:
+    """:return: The summaries of the candidates' returns by seed (NaN: not done)"""
     done = {name: np.array([value for value in values if not math.isnan(value)]) for name, values in returns.items()}
     summaries = []
     for candidate in found:
@@ -362,7 +367,26 @@ def summarize(study: optuna.Study) -> tuple[list[Summary], list[int]]:
         p_sb3 = None if candidate.name == SB3_PPO or SB3_PPO not in done else _welch(values, done[SB3_PPO])
         mean = float(np.mean(values)) if len(values) else math.nan
         summaries.append(Summary(candidate, returns[candidate.name], mean, _half_width(values), p_current, p_sb3))
-    return summaries, seeds
+    return summaries
+
+
+def read_outputs(csv_path: str | Path) -> tuple[str, list[Summary], list[int]]:
+    """
+    :param csv_path: A ``validation.csv`` that :func:`write_outputs` wrote
+    :return: Its env id, the candidates' summaries (entries reduced to their budget and tuning value) and the seeds
+    """
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    seeds = sorted(int(seed) for seed in table["seed"].unique())
+    found, returns = [], {}
+    for name, rows in table.groupby("candidate", sort=False):
+        first = rows.iloc[0]
+        tuning_value = None if pd.isna(first["tuning_value"]) else float(first["tuning_value"])
+        found.append(Candidate(str(name), str(first["algo"]), {"n_timesteps": int(first["steps"])}, tuning_value))
+        by_seed = dict(zip(rows["seed"].astype(int), rows["final_return"].astype(float), strict=True))
+        returns[str(name)] = [by_seed.get(seed, math.nan) for seed in seeds]
+    return str(table["env_id"].iloc[0]), _summaries(found, returns), seeds
 
 
 def proposal(summaries: list[Summary]) -> Summary:
@@ -432,9 +456,14 @@ def write_outputs(folder: str, summaries: list[Summary], seeds: list[int], env_i
     os.makedirs(folder, exist_ok=True)
     markdown = report(summaries, seeds, env_id, eval_episodes)
     Path(folder, "validation.md").write_text(markdown + "\n")
-    rows = ["candidate,algo,seed,final_return"]
+    rows = ["env_id,candidate,algo,steps,tuning_value,seed,final_return"]
     for summary in summaries:
+        candidate = summary.candidate
+        tuning = "" if candidate.tuning_value is None else candidate.tuning_value
         for seed, value in zip(seeds, summary.returns, strict=True):
-            rows.append(f"{summary.candidate.name},{summary.candidate.algo},{seed},{'' if math.isnan(value) else value}")
+            final = "" if math.isnan(value) else value
+            rows.append(
+                f"{env_id},{candidate.name},{candidate.algo},{int(candidate.entry['n_timesteps'])},{tuning},{seed},{final}"
+            )
     Path(folder, "validation.csv").write_text("\n".join(rows) + "\n")
     return markdown
