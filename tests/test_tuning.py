@@ -6,6 +6,7 @@ The PostgreSQL test needs ``SB3PV_TEST_POSTGRES_URL`` (``.ci/run`` starts a serv
 when the variable is missing rather than skipping.
 """
 
+import contextlib
 import csv
 import os
 import queue
@@ -327,6 +328,34 @@ def test_validate_retrains_the_best_trials_on_fresh_seeds(tmp_path):
     assert other.returncode == 2
     assert other.stderr.strip().splitlines() == [other.stderr.strip()]
     assert "exists with other candidates, seeds, budget or episodes" in other.stderr
+
+
+def test_a_dead_validation_workers_run_is_retried_by_the_next_worker(tmp_path):
+    storage, study_name, heartbeat_interval = f"sqlite:///{tmp_path / 'study.db'}", "dead-worker", 1
+    args = ["validate", "--env", "CartPole-v1", "--storage", storage, "--study-name", study_name, "--top", "0", "--no-sb3"]
+    args += ["--seeds", "2", "-n", "2048", "--eval-episodes", "1", "--workers", "1", "-f", "logs"]
+    args += ["--heartbeat-interval", str(heartbeat_interval)]
+    worker = _start(args, tmp_path)
+    deadline, running = time.monotonic() + 120, []
+    while not running and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.05)
+        with contextlib.suppress(KeyError):  # not created yet
+            running = _load(storage, f"{study_name}-validation").get_trials(states=(TrialState.RUNNING,))
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert len(running) == 1, worker.stdout.read()[-3000:] if worker.stdout else ""
+    (killed,) = running
+
+    # Two heartbeat intervals later the run is stale: the next worker fails it, queues it again and trains it
+    time.sleep(2 * heartbeat_interval + 1)
+    result = _run(args, tmp_path)
+    study = _load(storage, f"{study_name}-validation")
+    assert study.trials[killed.number].state == TrialState.FAIL
+    retried = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == {"run": killed.system_attrs["fixed_params"]["run"]}  # the same run, queued again
+    assert sorted(trial.params["run"] for trial in study.get_trials(states=(TrialState.COMPLETE,))) == [0, 1]
+    assert "| current | ppo_penalty | 2,048 | 2/2 |" in result.stdout
 
 
 def test_validation_workers_on_two_machines_share_a_postgresql_queue(tmp_path):
