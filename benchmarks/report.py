@@ -13,13 +13,15 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
 from benchmarks.harness import CURVE_POINTS, HEADLINE_SETTINGS, PAPER_ENVS, PAPER_SETTINGS, RESULTS, read_curves
-from sb3_ppo_variants.zoo.validation import SB3_PPO, Summary, proposal, read_outputs
+
+if TYPE_CHECKING:
+    from sb3_ppo_variants.zoo.validation import Summary
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GENERATED_NOTICE = (
@@ -546,7 +548,14 @@ def speed_summary(results: Path = RESULTS) -> str:
 
 
 def _write_between(path: Path, begin: str, end: str, content: str) -> None:
-    """Replace what lies between the file's two marker lines with ``content``."""
+    """
+    Replace what lies between two marker lines of a file.
+
+    :param path: The file
+    :param begin: The first marker's line (without its line break)
+    :param end: The second marker
+    :param content: The new text between them
+    """
     text = path.read_text()
     before, rest = text.split(begin + "\n")
     _, after = rest.split(end)
@@ -564,13 +573,15 @@ TUNING_DOC = DOCS / "tuning.md"
 VALIDATION_BEGIN, VALIDATION_END = "<!-- validation summary: begin -->", "<!-- validation summary: end -->"
 
 
-def _against_sb3(chosen: Summary, sb3: Summary | None) -> str:
+def _against_sb3(chosen: "Summary", sb3: "Summary | None") -> str:
+    """:return: Whether the chosen entry's mean reaches SB3 PPO's, or falls short within noise (Welch p >= 0.05) or beyond"""
     if sb3 is None or math.isnan(chosen.mean) or math.isnan(sb3.mean):
         return "n/a"
     if chosen.mean >= sb3.mean:
         return "yes"
-    noise = chosen.p_sb3 is not None and not math.isnan(chosen.p_sb3) and chosen.p_sb3 >= 0.05
-    return "below, within noise" if noise else "no: below beyond noise"
+    if chosen.p_sb3 is None or math.isnan(chosen.p_sb3):
+        return "below; too few runs to tell"
+    return "below, within noise" if chosen.p_sb3 >= 0.05 else "no: below beyond noise"
 
 
 def validation_summary(results: Path = RESULTS) -> str:
@@ -579,6 +590,8 @@ def validation_summary(results: Path = RESULTS) -> str:
     :return: One table of every validation: each candidate's mean final return, and whether the entry that the
         evidence supports reaches SB3 PPO's zoo entry on the same seeds
     """
+    from sb3_ppo_variants.zoo.validation import SB3_PPO, format_p, proposal, read_outputs
+
     paths = sorted((results / "validation").glob("*/validation.csv"))
     order = {env: index for index, env in enumerate(VALIDATION_ENVS)}
     validations = sorted((read_outputs(path) for path in paths), key=lambda read: (order.get(read[0], len(order)), read[0]))
@@ -593,11 +606,11 @@ def validation_summary(results: Path = RESULTS) -> str:
         sb3 = next((summary for summary in summaries if summary.candidate.name == SB3_PPO), None)
         for summary in summaries:
             runs = sum(not math.isnan(value) for value in summary.returns)
-            p_sb3 = "" if summary.p_sb3 is None else "n/a" if math.isnan(summary.p_sb3) else f"{summary.p_sb3:.3f}"
             is_chosen = summary is chosen
             lines.append(
                 f"| {env_id} | {summary.candidate.name} | {int(summary.candidate.entry['n_timesteps']):,} | "
-                f"{runs} ({seeds[0]}-{seeds[-1]}) | {summary.mean:.1f} ± {summary.half_width:.1f} | {p_sb3} | "
+                f"{runs} ({seeds[0]}-{seeds[-1]}) | {summary.mean:.1f} ± {summary.half_width:.1f} | "
+                f"{format_p(summary.p_sb3)} | "
                 f"{'**supported**' if is_chosen else ''} | {_against_sb3(chosen, sb3) if is_chosen else ''} |"
             )
     return "\n".join(lines) + "\n"

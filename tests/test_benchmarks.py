@@ -289,6 +289,10 @@ def test_validation_summary_says_whether_the_supported_entry_reaches_sb3_ppo(tmp
         steps=100_000,
     )
     _write_validation(tmp_path, "Acrobot-v1", {"current": [-80.0, -70.0, -95.0], "sb3-ppo": [-75.0, -85.0, -70.0]})
+    # One run not done (an empty cell), and SB3 PPO's with a single run: too few to test
+    _write_validation(tmp_path, "LunarLander-v3", {"current": [100.0, "", 120.0], "sb3-ppo": [200.0, "", ""]})
+    # Without SB3 PPO's entry
+    _write_validation(tmp_path, "Zoo-v0", {"current": [1.0, 2.0, 3.0]})
     table = validation_summary(tmp_path)
     lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
@@ -301,14 +305,20 @@ def test_validation_summary_says_whether_the_supported_entry_reaches_sb3_ppo(tmp
         ["Acrobot-v1", "sb3-ppo"],
         ["Pendulum-v1", "current"],
         ["Pendulum-v1", "sb3-ppo"],
+        ["LunarLander-v3", "current"],
+        ["LunarLander-v3", "sb3-ppo"],
+        ["Zoo-v0", "current"],
     ]
     supported = {row[0]: (row[1], row[-1]) for row in cells if row[-2] == "**supported**"}
     assert supported == {
         "CartPole-v1": ("trial-4", "yes"),
         "Acrobot-v1": ("current", "below, within noise"),
         "Pendulum-v1": ("current", "no: below beyond noise"),
+        "LunarLander-v3": ("current", "below; too few runs to tell"),
+        "Zoo-v0": ("current", "n/a"),
     }
     assert cells[1][2:5] == ["100,000", "3 (1000-1002)", "490.0 ± 24.8"]
+    assert cells[7][3:6] == ["2 (1000-1002)", "110.0 ± 127.1", "n/a"]
     assert validation_summary(tmp_path / "none") == "No validation is committed yet.\n"
 
 

@@ -317,17 +317,20 @@ def test_a_tuned_candidate_is_proposed_only_if_it_beats_the_current_entry(trial_
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--seeds", "1"], "--seeds must be an integer >= 2, got 1"),
-        (["--top", "-1"], "--top must be an integer >= 0, got -1"),
-        (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["--seeds", "1"], "--seeds must be an integer >= 2 (seeds per candidate), got 1"),
+        (["--top", "-1"], "--top must be an integer >= 0 (best trials), got -1"),
+        (["--workers", "0"], "--workers must be an integer >= 1 (processes on this machine), got 0"),
         ([], "no study at sqlite:///"),
         (["--storage", "postgres://u:p@h/d", "--top", "0"], "postgresql://, not postgres://"),
+        (["--top", "0", "--trials", "3"], "give --top (the best trials) or --trials (trials by number), not both"),
+        (["--trials", "3"], "no study at sqlite:///"),
     ],
 )
 def test_validate_refuses_bad_arguments_with_one_line(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
     line = _one_line_error(capsys, ["validate", "--env", "CartPole-v1", *args])
     assert line.startswith("sb3-ppo-variants validate: error: ") and expected in line
+    assert not list(tmp_path.rglob("*.db"))  # refused before any storage is made
 
 
 def test_zoo_flags_that_start_like_ours_reach_rl_zoo3():
@@ -378,17 +381,22 @@ def test_validate_takes_the_best_trials_or_the_ones_named():
     by_name = {c.name: c for c in candidates("ppo_penalty", "CartPole-v1", study, top=0, trial_numbers=[3])}
     assert by_name["trial-3"].tuning_value == 5.0
     assert by_name["trial-3"].entry["learning_rate"] == study.trials[3].params["learning_rate"]
-    with pytest.raises(ValueError, match=r"--trials: \[4, 9\] not complete trials .* \(complete: \[0, 1, 2, 3\]\)"):
+    with pytest.raises(
+        ValueError, match=r"--trials must name complete trials of study .* best: \[1, 2, 0, 3\]\), got \[4, 9\]"
+    ):
         candidates("ppo_penalty", "CartPole-v1", study, top=3, trial_numbers=[4, 9])
+    with pytest.raises(ValueError, match=r"--trials must name each trial once, got \[3, 0, 3\]"):
+        candidates("ppo_penalty", "CartPole-v1", study, top=3, trial_numbers=[3, 0, 3])
 
 
 def test_runs_build_any_algorithm_of_the_zoos_table_by_name():
+    from rl_zoo3.utils import ALGOS
     from sb3_contrib import TRPO
     from stable_baselines3 import PPO
 
     from sb3_ppo_variants.zoo.runs import algorithm_class
 
-    assert [algorithm_class(name) for name in ("ppo", "trpo", "ppo_penalty")] == [PPO, TRPO, PPOPenalty]
+    assert [algorithm_class(name) for name in ("ppo", "trpo", "ppo_penalty", "a2c")] == [PPO, TRPO, PPOPenalty, ALGOS["a2c"]]
     with pytest.raises(ValueError, match=r"algo must be one of \[.*'ppo_clip'.*\], got 'ppo_clipped'"):
         algorithm_class("ppo_clipped")
 
@@ -415,3 +423,8 @@ def test_a_validations_csv_reads_back_as_its_summaries(tmp_path):
     (tmp_path / "validation.csv").write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0] + ",", *lines[2:]]) + "\n")
     _, read, _ = read_outputs(tmp_path / "validation.csv")
     assert np.isnan(read[0].returns[0]) and read[0].mean == 115.0
+
+    # A file of another format is refused with what it lacks
+    (tmp_path / "validation.csv").write_text("candidate,algo,seed,final_return\ncurrent,ppo_penalty,1000,1.0\n")
+    with pytest.raises(ValueError, match=r"lacks the columns \['env_id', 'steps', 'tuning_value'\]"):
+        read_outputs(tmp_path / "validation.csv")

@@ -204,9 +204,9 @@ def _validate_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--log-folder", default="logs", help="the tuning's log folder (default: logs)")
     parser.add_argument("--study-name", default=None, help="the tuning study (default: <algo>-<env>, as tune names it)")
     parser.add_argument("--storage", default=None, help="its storage (default: the study's SQLite file under the log folder)")
-    parser.add_argument("--top", type=int, default=3, help="best complete trials to validate (default 3; 0: none)")
+    parser.add_argument("--top", type=int, default=None, help="best complete trials to validate (default 3; 0: none)")
     parser.add_argument(
-        "--trials", type=int, nargs="+", default=None, metavar="N", help="these complete trials instead of the --top best"
+        "--trials", type=int, nargs="+", default=None, metavar="N", help="these complete trials instead of the best"
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds per candidate (default 10)")
     parser.add_argument("--first-seed", type=int, default=1000, help="the first seed (default 1000)")
@@ -230,36 +230,40 @@ def validate(argv: Sequence[str]) -> None:
 
     args = _validate_parser().parse_args(list(argv))
     for error in (
-        _below_least("--top", args.top, 0),
-        _below_least("--seeds", args.seeds, 2),
+        _below_least("--top", args.top, 0, "best trials"),
+        _below_least("--seeds", args.seeds, 2, "seeds per candidate"),
         _below_least("--first-seed", args.first_seed, 0),
-        _below_least("--eval-episodes", args.eval_episodes, 1),
-        _below_least("--workers", args.workers, 1),
-        _below_least("--n-timesteps", args.n_timesteps, 1),
+        _below_least("--eval-episodes", args.eval_episodes, 1, "episodes per run"),
+        _below_least("--workers", args.workers, 1, "processes on this machine"),
+        _below_least("--n-timesteps", args.n_timesteps, 1, "steps per run"),
         _below_least("--heartbeat-interval", args.heartbeat_interval, 1, "seconds"),
     ):
         if error is not None:
             _fail("validate", error)
+    if args.trials is not None and args.top is not None:
+        _fail("validate", "give --top (the best trials) or --trials (trials by number), not both")
+    top = 3 if args.top is None else args.top
+    from_study = top > 0 or args.trials is not None
+    without = "or --top 0 without --trials"
     study_name = args.study_name or f"{args.algo}-{args.env}"
     study_folder = os.path.join(args.log_folder, args.algo, study_name)
     url = args.storage or f"sqlite:///{os.path.abspath(os.path.join(study_folder, 'study.db'))}"
     if args.storage is None:
-        if (args.top > 0 or args.trials) and not os.path.exists(os.path.join(study_folder, "study.db")):
-            _fail("validate", f"no study at {shown_url(url)}: run tune first, give --storage and --study-name, or --top 0")
+        if from_study and not os.path.exists(os.path.join(study_folder, "study.db")):
+            _fail("validate", f"no study at {shown_url(url)}: run tune first, give --storage and --study-name, {without}")
         os.makedirs(study_folder, exist_ok=True)
     try:
         storage = make_storage(url, args.heartbeat_interval)
-        wanted = args.top > 0 or args.trials
-        tuning = optuna.load_study(study_name=study_name, storage=storage) if wanted else None
+        tuning = optuna.load_study(study_name=study_name, storage=storage) if from_study else None
     except StorageError as error:
         _fail("validate", str(error))
     except KeyError:
-        _fail("validate", f"no study named {study_name} in {shown_url(url)}: give --study-name, or --top 0")
+        _fail("validate", f"no study named {study_name} in {shown_url(url)}: give --study-name, {without}")
 
     validation_name = args.validation_name or f"{study_name}-validation"
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
-        found = validation.candidates(args.algo, args.env, tuning, args.top, not args.no_sb3, args.trials)
+        found = validation.candidates(args.algo, args.env, tuning, top, not args.no_sb3, args.trials)
         if args.n_timesteps is not None:
             found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
         validation_study = validation.open_validation(storage, validation_name, args.env, found, seeds, args.eval_episodes)

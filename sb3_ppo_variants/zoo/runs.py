@@ -5,7 +5,7 @@ episodes stay out of training and of the learning curve), and deterministic eval
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -19,17 +19,27 @@ EVAL_SEED_OFFSET = 10_000
 
 def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     """
-    :param algo: A name of rl_zoo3's algorithm table (``ppo`` is SB3's PPO, ``trpo`` sb3-contrib's TRPO, ...), or
-        ``ppo_clip`` / ``ppo_penalty``
+    :param algo: ``ppo_clip``, ``ppo_penalty``, ``ppo`` (SB3's PPO), ``trpo`` (sb3-contrib's TRPO), or any other name
+        of rl_zoo3's algorithm table
     :return: The algorithm's class
     """
+    from stable_baselines3 import PPO
+
+    from sb3_ppo_variants.zoo.registration import ZOO_ALGOS
+
+    if algo in ZOO_ALGOS:
+        return ZOO_ALGOS[algo]
+    # These without importing rl_zoo3, whose import patches gymnasium's TimeLimit for every env made afterwards
+    if algo == "ppo":
+        return PPO
+    if algo == "trpo":
+        from sb3_contrib import TRPO
+
+        return TRPO
     from rl_zoo3.utils import ALGOS
 
-    from sb3_ppo_variants.zoo.registration import register_algorithms
-
-    register_algorithms()
     if algo not in ALGOS:
-        raise ValueError(f"algo must be one of {sorted(ALGOS)}, got {algo!r}")
+        raise ValueError(f"algo must be one of {sorted({*ALGOS, *ZOO_ALGOS})}, got {algo!r}")
     return ALGOS[algo]
 
 
@@ -56,16 +66,15 @@ def seeded_envs(
     :param monitor_dir: Where the training envs' Monitor files go (None: not written)
     :return: (training envs, evaluation env)
     """
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, monitor_dir=monitor_dir)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET, env_kwargs=env_kwargs)
-    if normalize is not None:
-        env = VecNormalize(env, gamma=gamma, **normalize)
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-    try:
+    with ExitStack() as closing:
+        env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, monitor_dir=monitor_dir)
+        closing.callback(env.close)
+        eval_env = make_vec_env(env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET, env_kwargs=env_kwargs)
+        closing.callback(eval_env.close)
+        if normalize is not None:
+            env = VecNormalize(env, gamma=gamma, **normalize)
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         yield env, eval_env
-    finally:
-        env.close()
-        eval_env.close()
 
 
 def final_returns(model: BaseAlgorithm, env: VecEnv, eval_env: VecEnv, episodes: int) -> list[float]:

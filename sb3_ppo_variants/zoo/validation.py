@@ -74,15 +74,23 @@ def _sb3_ppo_entry(env_id: str) -> dict[str, Any]:
 
 
 def _chosen_trials(study: optuna.Study, top: int, numbers: Sequence[int] | None) -> list[FrozenTrial]:
-    """:return: The study's complete trials of these numbers (in that order), or else its ``top`` best ones"""
+    """
+    :param study: The tuning study
+    :param top: How many of its best complete trials to take
+    :param numbers: The numbers of the complete trials to take instead (each once), or None
+    :return: The trials, best first (or in the order of ``numbers``)
+    """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if numbers is None:
         return sorted(complete, key=lambda trial: trial.value, reverse=True)[:top]  # type: ignore[arg-type, return-value]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"--trials must name each trial once, got {list(numbers)}")
     by_number = {trial.number: trial for trial in complete}
     missing = [number for number in numbers if number not in by_number]
     if missing:
         raise ValueError(
-            f"--trials: {missing} not complete trials of study {study.study_name} (complete: {sorted(by_number)})"
+            f"--trials must name complete trials of study {study.study_name} ({len(by_number)} complete, best: "
+            f"{[trial.number for trial in _chosen_trials(study, 5, None)]}), got {missing}"
         )
     return [by_number[number] for number in numbers]
 
@@ -101,7 +109,8 @@ def candidates(
     :param study: The tuning study, or None (the current entry alone, and SB3 PPO's)
     :param top: How many of its best complete trials to validate
     :param with_sb3: Whether SB3 PPO's zoo entry is a candidate too
-    :param trial_numbers: The numbers of the complete trials to validate instead of the ``top`` best ones
+    :param trial_numbers: The numbers of the complete trials to validate instead of the ``top`` best ones (None:
+        the ``top`` best)
     :return: The current entry, the chosen trials' entries (the current entry with their values on top), SB3 PPO's
     """
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
@@ -370,6 +379,10 @@ def _summaries(found: list[Candidate], returns: dict[str, list[float]]) -> list[
     return summaries
 
 
+# One row per run of validation.csv
+CSV_COLUMNS = ("env_id", "candidate", "algo", "steps", "tuning_value", "seed", "final_return")
+
+
 def read_outputs(csv_path: str | Path) -> tuple[str, list[Summary], list[int]]:
     """
     :param csv_path: A ``validation.csv`` that :func:`write_outputs` wrote
@@ -378,8 +391,12 @@ def read_outputs(csv_path: str | Path) -> tuple[str, list[Summary], list[int]]:
     import pandas as pd
 
     table = pd.read_csv(csv_path)
+    missing = [column for column in CSV_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path} lacks the columns {missing} (written by an older validate: run it again to rewrite it)")
     seeds = sorted(int(seed) for seed in table["seed"].unique())
-    found, returns = [], {}
+    found: list[Candidate] = []
+    returns: dict[str, list[float]] = {}
     for name, rows in table.groupby("candidate", sort=False):
         first = rows.iloc[0]
         tuning_value = None if pd.isna(first["tuning_value"]) else float(first["tuning_value"])
@@ -403,7 +420,8 @@ def proposal(summaries: list[Summary]) -> Summary:
     return best if best is not None and best.mean > current.mean else current
 
 
-def _p(value: float | None) -> str:
+def format_p(value: float | None) -> str:
+    """:return: A p-value as the tables show it (empty for None, ``n/a`` for NaN)"""
     return "" if value is None else "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
@@ -423,7 +441,7 @@ def report(summaries: list[Summary], seeds: list[int], env_id: str, eval_episode
         steps = int(summary.candidate.entry["n_timesteps"])
         lines.append(
             f"| {summary.candidate.name} | {summary.candidate.algo} | {steps:,} | {runs}/{len(seeds)} | {summary.mean:.1f} ± "
-            f"{summary.half_width:.1f} | {tuning} | {_p(summary.p_current)} | {_p(summary.p_sb3)} |"
+            f"{summary.half_width:.1f} | {tuning} | {format_p(summary.p_current)} | {format_p(summary.p_sb3)} |"
         )
     chosen = proposal(summaries)
     lines += ["", proposed_snippet(chosen, summaries, seeds, env_id)]
@@ -441,12 +459,12 @@ def proposed_snippet(chosen: Summary, summaries: list[Summary], seeds: list[int]
         noise = "beyond noise" if chosen.p_current is not None and chosen.p_current < 0.05 else "within noise"
         verdict = (
             f"{chosen.candidate.name}: mean {chosen.mean:.1f} ± {chosen.half_width:.1f} against the current entry's "
-            f"{current.mean:.1f} ± {current.half_width:.1f} ({noise}, Welch p = {_p(chosen.p_current)})"
+            f"{current.mean:.1f} ± {current.half_width:.1f} ({noise}, Welch p = {format_p(chosen.p_current)})"
         )
     sb3 = next((summary for summary in summaries if summary.candidate.name == SB3_PPO), None)
     versus = ""
     if sb3 is not None:
-        versus = f"; SB3 PPO's zoo entry: {sb3.mean:.1f} ± {sb3.half_width:.1f}, Welch p = {_p(chosen.p_sb3)}"
+        versus = f"; SB3 PPO's zoo entry: {sb3.mean:.1f} ± {sb3.half_width:.1f}, Welch p = {format_p(chosen.p_sb3)}"
     header = f"# Validated on seeds {seeds[0]}-{seeds[-1]}: {verdict}{versus}\n"
     return "```yaml\n" + header + yaml.safe_dump({env_id: chosen.candidate.entry}, sort_keys=False, width=1000) + "```"
 
@@ -456,7 +474,7 @@ def write_outputs(folder: str, summaries: list[Summary], seeds: list[int], env_i
     os.makedirs(folder, exist_ok=True)
     markdown = report(summaries, seeds, env_id, eval_episodes)
     Path(folder, "validation.md").write_text(markdown + "\n")
-    rows = ["env_id,candidate,algo,steps,tuning_value,seed,final_return"]
+    rows = [",".join(CSV_COLUMNS)]
     for summary in summaries:
         candidate = summary.candidate
         tuning = "" if candidate.tuning_value is None else candidate.tuning_value
