@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -428,3 +429,15 @@ def test_a_validations_csv_reads_back_as_its_summaries(tmp_path):
     (tmp_path / "validation.csv").write_text("candidate,algo,seed,final_return\ncurrent,ppo_penalty,1000,1.0\n")
     with pytest.raises(ValueError, match=r"lacks the columns \['env_id', 'steps', 'tuning_value'\]"):
         read_outputs(tmp_path / "validation.csv")
+
+
+def test_welchs_test_against_a_constant_side_is_quiet_and_exact():
+    from sb3_ppo_variants.zoo.validation import _welch
+
+    constant, varying = np.full(10, 500.0), np.array([500.0] * 9 + [444.1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p_value = _welch(constant, varying)
+    # Welch's t with the constant side's variance 0: t = mean difference / (s / sqrt(n)), n - 1 degrees of freedom
+    t = (500.0 - varying.mean()) / (varying.std(ddof=1) / np.sqrt(10))
+    assert p_value == pytest.approx(2 * stats.t.sf(t, 9))

@@ -353,7 +353,11 @@ def _welch(values: np.ndarray, other: np.ndarray) -> float:
         return math.nan
     if np.std(values) == 0 and np.std(other) == 0:
         return 1.0 if np.mean(values) == np.mean(other) else 0.0
-    return float(stats.ttest_ind(values, other, equal_var=False).pvalue)
+    with warnings.catch_warnings():
+        # scipy warns of precision loss when one side is constant (e.g. every run at an env's maximum return):
+        # Welch's variance is then the other side's alone, which is exact
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(values, other, equal_var=False).pvalue)
 
 
 def summarize(study: optuna.Study) -> tuple[list[Summary], list[int]]:
