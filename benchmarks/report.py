@@ -605,11 +605,10 @@ def validation_summary(results: Path = RESULTS) -> str:
         chosen = proposal(summaries)
         sb3 = next((summary for summary in summaries if summary.candidate.name == SB3_PPO), None)
         for summary in summaries:
-            runs = sum(not math.isnan(value) for value in summary.returns)
             is_chosen = summary is chosen
             lines.append(
                 f"| {env_id} | {summary.candidate.name} | {int(summary.candidate.entry['n_timesteps']):,} | "
-                f"{runs} ({seeds[0]}-{seeds[-1]}) | {summary.mean:.1f} ± {summary.half_width:.1f} | "
+                f"{summary.runs_done} ({seeds[0]}-{seeds[-1]}) | {summary.mean:.1f} ± {summary.half_width:.1f} | "
                 f"{format_p(summary.p_sb3)} | "
                 f"{'**supported**' if is_chosen else ''} | {_against_sb3(chosen, sb3) if is_chosen else ''} |"
             )

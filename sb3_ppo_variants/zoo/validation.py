@@ -341,6 +341,11 @@ class Summary:
     p_current: float | None
     p_sb3: float | None
 
+    @property
+    def runs_done(self) -> int:
+        """:return: How many of its runs are done"""
+        return sum(not math.isnan(value) for value in self.returns)
+
 
 def _half_width(values: np.ndarray) -> float:
     if len(values) < 2:
@@ -440,11 +445,11 @@ def report(summaries: list[Summary], seeds: list[int], env_id: str, eval_episode
         "|---|---|---|---|---|---|---|---|",
     ]
     for summary in summaries:
-        runs = sum(not math.isnan(value) for value in summary.returns)
         tuning = "" if summary.candidate.tuning_value is None else f"{summary.candidate.tuning_value:.1f}"
         steps = int(summary.candidate.entry["n_timesteps"])
         lines.append(
-            f"| {summary.candidate.name} | {summary.candidate.algo} | {steps:,} | {runs}/{len(seeds)} | {summary.mean:.1f} ± "
+            f"| {summary.candidate.name} | {summary.candidate.algo} | {steps:,} | {summary.runs_done}/{len(seeds)} | "
+            f"{summary.mean:.1f} ± "
             f"{summary.half_width:.1f} | {tuning} | {format_p(summary.p_current)} | {format_p(summary.p_sb3)} |"
         )
     chosen = proposal(summaries)
