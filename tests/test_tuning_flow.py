@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch as th
 from optuna.trial import TrialState, create_trial
 from scipy import stats
 from stable_baselines3.common.env_util import make_vec_env
@@ -25,10 +27,20 @@ from sb3_ppo_variants import PPOPenalty
 from sb3_ppo_variants.common.finite import NonFiniteError
 from sb3_ppo_variants.zoo.cli import _own_arguments, argument_error, main
 from sb3_ppo_variants.zoo.experiment import _checked_sampler
+from sb3_ppo_variants.zoo.registration import zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import trial_reason, trials_table
 from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
-from sb3_ppo_variants.zoo.storage import StorageError, make_storage
-from sb3_ppo_variants.zoo.validation import CURRENT, SB3_PPO, Candidate, proposal, proposed_snippet, summarize
+from sb3_ppo_variants.zoo.storage import StorageError, fail_dead_trials, make_storage
+from sb3_ppo_variants.zoo.validation import (
+    CURRENT,
+    SB3_PPO,
+    Candidate,
+    open_validation,
+    proposal,
+    proposed_snippet,
+    summarize,
+    work,
+)
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -90,6 +102,45 @@ def test_an_unreachable_storage_is_one_line(tmp_path):
 def test_a_process_opens_one_storage_per_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert make_storage(url) is make_storage(url)
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1)
+    study = optuna.create_study(storage=storage, study_name="died-early", direction="maximize")
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.enqueue_trial({"x": 0.25})
+    # Two trials without a heartbeat yet: the orphan's worker is killed right after creating it, the other one's beats
+    orphan, alive = study.ask(distributions), study.ask(distributions)
+    first_seen: dict[int, float] = {}
+    fail_dead_trials(study, first_seen)
+    assert [trial.state for trial in study.trials] == [TrialState.RUNNING] * 2  # first seen now: not dead yet
+    assert sorted(first_seen) == [orphan._trial_id, alive._trial_id]
+
+    time.sleep(2 * storage.get_heartbeat_interval() + 0.2)
+    storage.record_heartbeat(alive._trial_id)
+    fail_dead_trials(study, first_seen)
+    assert [trial.state for trial in study.trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
+    (retried,) = study.trials[2:]
+    assert retried.state == TrialState.WAITING and retried.system_attrs["failed_trial"] == orphan.number
+    assert retried.params == {"x": 0.25}
+    assert first_seen == {}
+
+
+def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_trained_by_the_next_worker(tmp_path):
+    url, heartbeat_interval = f"sqlite:///{tmp_path / 'study.db'}", 1
+    candidate = Candidate(CURRENT, "ppo_penalty", {**zoo_hyperparameters("ppo_penalty", "CartPole-v1"), "n_timesteps": 512})
+    study = open_validation(make_storage(url, heartbeat_interval), "early", "CartPole-v1", [candidate], [1000], 1)
+    orphan = study.ask()  # the only run, taken by a worker killed before the run's first heartbeat
+    threads = th.get_num_threads()
+    # In a thread, so that a worker that waits for the orphan for ever fails the test instead of hanging it
+    worker = threading.Thread(target=work, args=(url, "early", heartbeat_interval), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    th.set_num_threads(threads)
+    assert not worker.is_alive(), "the worker still waits for the run whose worker died"
+    trials = optuna.load_study(study_name="early", storage=url).trials
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == orphan.number and trials[1].params == {"run": 0}
 
 
 def _study_with_every_state() -> optuna.Study:

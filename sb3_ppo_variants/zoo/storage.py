@@ -4,7 +4,8 @@ Optuna storages for every scale, from a string as given to ``--storage``.
 - ``sqlite:///path.db`` (the embedded default) and ``postgresql://user:password@host/db`` (many machines): an
   ``RDBStorage`` with a heartbeat. A trial whose worker died (even by SIGKILL) is marked FAIL, and retried once
   with the same hyperparameters, when a worker next starts a trial (Optuna checks for stale trials then) and its
-  last heartbeat is more than two intervals old.
+  last heartbeat is more than two intervals old. ``fail_dead_trials`` also catches a worker killed before its trial's
+  first heartbeat, which Optuna's check never fails.
 - ``path.log``: an Optuna journal file (one machine, several processes). Optuna's journal storage has no heartbeat:
   a trial whose worker was killed stays RUNNING; prefer SQLite when workers may die.
 
@@ -13,14 +14,18 @@ between two long trials) and bounded per process (a few per parallel job), and a
 (one pool), however many studies or loads it makes.
 """
 
+import contextlib
+import copy
 import os
 import random
 import time
 import warnings
 
-from optuna.exceptions import ExperimentalWarning
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
@@ -124,3 +129,58 @@ def _open(url: str, heartbeat_interval: int, n_jobs: int) -> BaseStorage:
             raise _storage_error(url, error) from error
         time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def _running_without_heartbeat(storage: RDBStorage, study_id: int) -> set[int]:
+    """
+    :return: The ids of the study's running trials that have no heartbeat yet. Optuna has no public read of
+        heartbeats: this uses its private RDB session and models (optuna is bounded in the ``zoo`` extra).
+    """
+    from optuna.storages._rdb.models import TrialModel
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = (
+            session.query(TrialModel.trial_id)
+            .filter(TrialModel.study_id == study_id, TrialModel.state == TrialState.RUNNING)
+            .filter(~TrialModel.heartbeats.any())
+            .all()
+        )
+    return {trial_id for (trial_id,) in rows}
+
+
+def fail_dead_trials(study: optuna.Study, first_seen_without_heartbeat: dict[int, float]) -> None:
+    """
+    Fail the running trials whose worker died, and retry them (the storage's stale-trial callback): those whose last
+    heartbeat is older than the grace period (Optuna's stale trials), and those that this process has seen running
+    without any heartbeat for a grace period. Optuna's own check skips the latter, so a worker killed between creating
+    a trial and its first heartbeat (milliseconds) would leave it running for ever, and every worker that waits for
+    the study's trials to end would wait with it. This process's clock times them: machines share no clock.
+
+    :param study: The study (a storage without heartbeat: nothing to do)
+    :param first_seen_without_heartbeat: Trial id to the ``time.monotonic()`` at which this process first saw it
+        running without a heartbeat; the caller keeps it between calls
+    """
+    # Private: Study has no public storage, and wraps an RDBStorage in a cache (optuna is bounded in the zoo extra)
+    storage = study._storage
+    database = getattr(storage, "_backend", storage)
+    interval = database.get_heartbeat_interval() if isinstance(database, RDBStorage) else None
+    if not isinstance(database, RDBStorage) or interval is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    grace_period = database.grace_period or 2 * interval
+    now, without = time.monotonic(), _running_without_heartbeat(database, study._study_id)
+    for trial_id in set(first_seen_without_heartbeat) - without:
+        del first_seen_without_heartbeat[trial_id]
+    for trial_id in without:
+        if now - first_seen_without_heartbeat.setdefault(trial_id, now) <= grace_period:
+            continue
+        del first_seen_without_heartbeat[trial_id]
+        # Another worker may fail it first
+        with contextlib.suppress(UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                callback = database.get_heartbeat_stale_trial_callback()
+                if callback is not None:
+                    callback(study, copy.deepcopy(storage.get_trial(trial_id)))

@@ -10,7 +10,8 @@ The runs are the trials of a validation study in the tuning study's storage (``<
 worker defines the candidates and seeds (stored on the study) and queues one trial per run; every worker, on this
 machine (``--workers``) or on any other that reaches the storage, takes queued runs until every run has ended. A
 worker that dies leaves its run to be retried (the storage's heartbeat, as in tuning): the workers still waiting
-queue it again once its heartbeat is two intervals old.
+queue it again once its heartbeat is two intervals old (or, for a worker killed before its run's first heartbeat, two
+intervals after they first saw the run).
 
 The report: per candidate, the mean final return with its 95% interval (Student's t), and Welch's t-test against the
 current entry and against SB3 PPO's entry (the same seeds for all; unequal variances, unpaired). The proposal is the best tuned
@@ -38,7 +39,7 @@ from scipy import stats
 from sb3_ppo_variants.zoo.registration import constructor_arguments, policy_kwargs_dict, zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import tuned_zoo_entry
 from sb3_ppo_variants.zoo.runs import algorithm_class, final_returns, seeded_envs
-from sb3_ppo_variants.zoo.storage import make_storage
+from sb3_ppo_variants.zoo.storage import fail_dead_trials, make_storage
 
 CURRENT, SB3_PPO = "current", "sb3-ppo"
 # Keys of a zoo entry that a validation run can honour; entries with others (env wrappers, frame stacking,
@@ -292,11 +293,9 @@ def work(storage_url: str, study_name: str, heartbeat_interval: int) -> None:
 
     th.set_num_threads(1)
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, heartbeat_interval))
-    objective = _objective(study)
+    objective, first_seen_without_heartbeat = _objective(study), dict[int, float]()
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_dead_trials(study, first_seen_without_heartbeat)
         if _count(study, TrialState.WAITING) > 0:
             study.optimize(objective, n_trials=1, catch=(NoRunLeftError, RunFailedError))
         elif _count(study, TrialState.RUNNING) > 0:
