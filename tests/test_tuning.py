@@ -103,6 +103,28 @@ def test_newcomer_tune_command_writes_a_report(tmp_path):
     assert model.kl_target == best.params["kl_target"]
 
 
+def test_fixed_parameters_hold_in_every_trial_and_in_the_proposed_entry(tmp_path):
+    fixed = ["one_minus_gamma:0.1", "n_epochs:1", "n_steps_pow:8", "batch_size_pow:6", "activation_fn:relu"]
+    args = ["train", "-optimize", *FAST_TRIAL, "--n-trials", "3", "--n-startup-trials", "0", "--pruner", "none", "--seed", "0"]
+    args += ["--no-optim-plots", "--fixed", *fixed]
+    result = _run(args, tmp_path)
+    # Gamma 0.9 lies outside the zoo's range (>= 0.97): said once, by this command, and no warning of Optuna's
+    assert result.stdout.count("--fixed one_minus_gamma:0.1: outside the searched range [0.0001, 0.03]") == 1
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
+    study_name = "ppo_penalty-CartPole-v1"
+    study = _load(f"sqlite:///{tmp_path / 'logs' / 'ppo_penalty' / study_name / 'study.db'}", study_name)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:
+        held = {name: trial.params[name] for name in ("one_minus_gamma", "n_epochs", "n_steps_pow", "activation_fn")}
+        assert held == {"one_minus_gamma": 0.1, "n_epochs": 1, "n_steps_pow": 8, "activation_fn": "relu"}
+    assert len({trial.params["learning_rate"] for trial in trials}) == 3  # the others are still searched
+    report = tmp_path / "logs" / "ppo_penalty" / study_name / "report"
+    entry = yaml.safe_load((report / "best_hyperparameters.yml").read_text())["CartPole-v1"]
+    assert entry["gamma"] == pytest.approx(0.9) and entry["n_epochs"] == 1 and entry["n_steps"] == 256
+    assert "nn.ReLU" in entry["policy_kwargs"]
+
+
 def test_trials_keep_the_yaml_policy_kwargs_and_trial_id_zero_is_loaded(tmp_path):
     conf = tmp_path / "conf.yml"
     conf.write_text(

@@ -29,6 +29,7 @@ from sb3_ppo_variants.zoo.cli import _own_arguments, argument_error, main
 from sb3_ppo_variants.zoo.experiment import _checked_sampler
 from sb3_ppo_variants.zoo.registration import zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import trial_reason, trials_table
+from sb3_ppo_variants.zoo.search_spaces import SAMPLERS, fixed_parameters, search_space
 from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
 from sb3_ppo_variants.zoo.storage import StorageError, fail_dead_trials, make_storage
 from sb3_ppo_variants.zoo.validation import (
@@ -72,6 +73,15 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["tune", "--heartbeat-interval", "0"], "--heartbeat-interval must be an integer >= 1 (seconds), got 0"),
         # The last value of a flag is the one rl_zoo3 uses
         (["tune", "--n-trials", "5", "--n-trials=-4"], "--n-trials must be an integer >= 1 (trials per worker), got -4"),
+        (["train", "--fixed", "n_epochs:1"], "--fixed holds parameters of a hyperparameter search: use it with tune"),
+        (["tune", "--fixed", "gamma:0.9"], "--fixed gamma:0.9: the search space has no 'gamma'; it has activation_fn, "),
+        (["tune", "--fixed", "n_epochs"], "--fixed takes NAME:VALUE pairs (e.g. one_minus_gamma:0.1), got 'n_epochs'"),
+        (["tune", "--fixed", "n_epochs:3"], "--fixed n_epochs:3: n_epochs is one of 1, 5, 10, 20"),
+        (["tune", "--fixed", "n_steps_pow:9.5"], "--fixed n_steps_pow:9.5: n_steps_pow must be an integer"),
+        (["tune", "--fixed", "ent_coef:0"], "--fixed ent_coef:0: ent_coef must be finite, > 0 on its log scale"),
+        (["tune", "--fixed", "max_grad_norm:inf"], "--fixed max_grad_norm:inf: max_grad_norm must be finite"),
+        (["tune", "--fixed", "beta:1", "beta:2"], "--fixed beta:2: beta is given twice"),
+        (["tune", "--algo", "ppo_clip", "--fixed", "kl_target:0.01"], "the search space has no 'kl_target'"),
     ],
 )
 def test_out_of_range_arguments_exit_with_one_line(capsys, argv, expected):
@@ -92,6 +102,26 @@ def test_storage_errors_are_one_line_with_the_fix(capsys, url, expected):
     line = _one_line_error(capsys, ["tune", "--env", "CartPole-v1", "--storage", url])
     assert expected in line
     assert "secret" not in line
+
+
+def test_fixed_values_are_parsed_by_their_distribution():
+    space = search_space(SAMPLERS["ppo_penalty"])
+    specs = ["one_minus_gamma:0.1", "n_steps_pow:10", "combine_clipping:False", "net_arch:small", "learning_rate:3e-4"]
+    fixed, notes = fixed_parameters(specs, space)
+    assert fixed == {
+        "one_minus_gamma": 0.1,
+        "n_steps_pow": 10,
+        "combine_clipping": False,
+        "net_arch": "small",
+        "learning_rate": 3e-4,
+    }
+    assert [type(fixed[name]) for name in ("n_steps_pow", "combine_clipping")] == [int, bool]
+    # Only the value outside its searched range gets a note; the ends of a range are inside it
+    assert notes == ["--fixed one_minus_gamma:0.1: outside the searched range [0.0001, 0.03], used as given"]
+    assert fixed_parameters(["n_steps_pow:12", "one_minus_gamma:0.03"], space)[1] == []
+    assert fixed_parameters(["n_steps_pow:13"], space)[1] == [
+        "--fixed n_steps_pow:13: outside the searched range [5, 12], used as given"
+    ]
 
 
 def test_an_unreachable_storage_is_one_line(tmp_path):

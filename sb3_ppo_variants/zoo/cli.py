@@ -14,6 +14,7 @@ Every flag after the command is rl_zoo3's own (``--n-trials``, ``--max-total-tri
     --trial-seeds K            seeds each trial trains, its value their mean (default: 3 for tune, 1 for train)
     --sampler-seed N           the sampler's seed (default: a new one per worker, printed)
     --heartbeat-interval S     seconds between a running trial's heartbeats (default 60)
+    --fixed NAME:VALUE ...     hold these parameters of the search space (as trials.csv names them) at these values
 
 ``tune`` is ``train --optimize-hyperparameters --progress`` with the defaults ``--algo ppo_penalty --n-trials 20
 --n-timesteps 20000 --n-evaluations 4 --trial-seeds 3``, each overridable. ``enjoy`` without ``--exp-id`` loads the
@@ -26,7 +27,7 @@ import glob
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, register_algorithms, zoo_config_path
 from sb3_ppo_variants.zoo.storage import DEFAULT_HEARTBEAT_INTERVAL, StorageError, make_storage, shown_url
@@ -58,6 +59,7 @@ def _effective_flags(args: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("-conf", "--conf-file", default=None)
     parser.add_argument("-n", "--n-timesteps", default=None)
     parser.add_argument("--storage", default=None)
+    parser.add_argument("-optimize", "--optimize-hyperparameters", action="store_true")
     for flag in STUDY_FLAGS:
         parser.add_argument(flag, default=None)
     return parser.parse_known_args(list(args))[0]
@@ -177,6 +179,7 @@ def _own_arguments(command: str, argv: Sequence[str]) -> tuple[argparse.Namespac
     parser.add_argument("--heartbeat-interval", default=str(DEFAULT_HEARTBEAT_INTERVAL))
     parser.add_argument("--trial-seeds", default=str(TUNE_TRIAL_SEEDS if command == "tune" else 1))
     parser.add_argument("--sampler-seed", default=None)
+    parser.add_argument("--fixed", nargs="+", default=[])
     own_args, rest = parser.parse_known_args(list(argv))
     for flag in ("heartbeat_interval", "trial_seeds", "sampler_seed"):
         value = getattr(own_args, flag)
@@ -191,6 +194,28 @@ def _own_arguments(command: str, argv: Sequence[str]) -> tuple[argparse.Namespac
         if error is not None:
             _fail(command, error)
     return own_args, rest
+
+
+def _fixed_parameters(command: str, specs: list[str], zoo_args: Sequence[str]) -> dict[str, Any]:
+    """:return: The ``--fixed`` values, checked against the algorithm's search space (its notes printed)"""
+    if not specs:
+        return {}
+    flags = _effective_flags(zoo_args)
+    if not flags.optimize_hyperparameters:
+        _fail(command, "--fixed holds parameters of a hyperparameter search: use it with tune (or train -optimize)")
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+
+    from sb3_ppo_variants.zoo.search_spaces import FixedParameterError, fixed_parameters, search_space
+
+    if flags.algo not in HYPERPARAMS_SAMPLER:
+        _fail(command, f"--fixed: rl_zoo3 has no search space for --algo {flags.algo}")
+    try:
+        fixed, notes = fixed_parameters(specs, search_space(HYPERPARAMS_SAMPLER[flags.algo]))
+    except FixedParameterError as error:
+        _fail(command, str(error))
+    for note in notes:
+        print(note)
+    return fixed
 
 
 def _validate_parser() -> argparse.ArgumentParser:
@@ -307,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_of_range = argument_error(zoo_args)
     if out_of_range is not None:
         _fail(command, out_of_range)
+    fixed_params = _fixed_parameters(command, own_args.fixed, zoo_args)
     import rl_zoo3.train
 
     from sb3_ppo_variants.zoo.experiment import TuningExperimentManager
@@ -317,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         heartbeat_interval=own_args.heartbeat_interval,
         trial_seeds=own_args.trial_seeds,
         sampler_seed=own_args.sampler_seed,
+        fixed_params=fixed_params,
     )
     try:
         storage = _effective_flags(zoo_args).storage

@@ -111,6 +111,7 @@ class TuningExperimentManager(ExperimentManager):
     :param heartbeat_interval: Seconds between trial heartbeats (SQLite and PostgreSQL storages)
     :param trial_seeds: Seeds that each trial trains (1: rl_zoo3's own objective, one unseeded run)
     :param sampler_seed: The sampler's seed (None: a new one, printed)
+    :param fixed_params: Parameters of the search space held at these values (``--fixed``), the others searched
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class TuningExperimentManager(ExperimentManager):
         heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL,
         trial_seeds: int = 1,
         sampler_seed: int | None = None,
+        fixed_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -126,6 +128,7 @@ class TuningExperimentManager(ExperimentManager):
             raise ValueError(f"trial_seeds must be an integer >= 1, got {trial_seeds}")
         self.heartbeat_interval = heartbeat_interval
         self.trial_seeds = trial_seeds
+        self.fixed_params = dict(fixed_params or {})
         self.sampler_seed = secrets.randbelow(2**32) if sampler_seed is None else sampler_seed
         if self.optimize_hyperparameters:
             self.study_name = self.study_name or f"{self.algo}-{self.env_name.gym_id}"
@@ -199,9 +202,14 @@ class TuningExperimentManager(ExperimentManager):
         # rl_zoo3 seeds the sampler with --seed, the training's seed
         training_seed, self.seed = self.seed, self.sampler_seed
         try:
-            return super()._create_sampler(sampler_method)
+            sampler = super()._create_sampler(sampler_method)
         finally:
             self.seed = training_seed
+        if not self.fixed_params:
+            return sampler
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # there since Optuna 2.4
+            return optuna.samplers.PartialFixedSampler(self.fixed_params, sampler)
 
     def objective(self, trial: optuna.Trial) -> float:
         if self.trial_seeds == 1:
@@ -397,16 +405,19 @@ class TuningExperimentManager(ExperimentManager):
             original_sampler, self._hyperparams.get("policy_kwargs"), self.n_envs, self.n_timesteps
         )
         try:
-            if n_trials > 0:
-                study.optimize(
-                    self._budgeted_objective(study),
-                    n_trials=n_trials,
-                    n_jobs=self.n_jobs,
-                    callbacks=callbacks,
-                    catch=(OverBudgetError,),
-                    gc_after_trial=True,
-                    show_progress_bar=self.show_progress,
-                )
+            with warnings.catch_warnings():
+                # The command said so once, before the study (see search_spaces.fixed_parameters); Optuna, every trial
+                warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", category=UserWarning)
+                if n_trials > 0:
+                    study.optimize(
+                        self._budgeted_objective(study),
+                        n_trials=n_trials,
+                        n_jobs=self.n_jobs,
+                        callbacks=callbacks,
+                        catch=(OverBudgetError,),
+                        gc_after_trial=True,
+                        show_progress_bar=self.show_progress,
+                    )
         except KeyboardInterrupt:
             print("Interrupted: the study keeps every finished trial")
         finally:
