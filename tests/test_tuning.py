@@ -271,6 +271,8 @@ def test_killed_worker_trial_fails_and_the_study_goes_on(tmp_path):
     ]
     common += ["--storage", storage, "--study-name", study_name, "--heartbeat-interval", str(heartbeat_interval)]
     common += ["--num-threads", "1", "--no-optim-plots", "--max-total-trials", "2"]
+    # A value outside the searched range, which Optuna's retry of the killed trial would reject
+    common += ["--fixed", "one_minus_gamma:0.1"]
     # A long trial, killed once it trains (its env prints a line at its first step, after all hyperparameters are sampled)
     worker = _start([*common, "-n", "1000000", "--seed", "1"], tmp_path)
     _wait_for_line(worker, TRAINING_STARTED, timeout=120)
@@ -287,7 +289,7 @@ def test_killed_worker_trial_fails_and_the_study_goes_on(tmp_path):
     assert len(study.get_trials(states=FINISHED)) == 2
     # The dead trial's hyperparameters were retried
     retried = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed.number]
-    assert len(retried) == 1 and retried[0].params == killed.params
+    assert len(retried) == 1 and retried[0].params == killed.params and killed.params["one_minus_gamma"] == 0.1
     # and the report gives the reason that Optuna did not record
     table = (tmp_path / "logs" / "ppo_penalty" / study_name / "report" / "trials.csv").read_text()
     rows = list(csv.DictReader(table.splitlines()))

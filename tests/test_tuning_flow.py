@@ -156,6 +156,31 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     assert first_seen == {}
 
 
+def test_a_stale_trial_with_a_fixed_value_outside_its_distribution_is_retried_with_that_value(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1)
+    sampler = optuna.samplers.PartialFixedSampler({"one_minus_gamma": 0.1}, optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(storage=storage, study_name="fixed", sampler=sampler, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True) + trial.suggest_int("n_epochs", 1, 20)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's: the fixed value lies outside the distribution
+        dead = study.ask()
+        objective(dead)  # its worker then dies
+        storage.record_heartbeat(dead._trial_id)
+        time.sleep(2 * storage.get_heartbeat_interval() + 0.2)
+        # Optuna's own retry raises here ("isn't contained in the distribution"), and takes the worker with it
+        study.optimize(objective, n_trials=1)
+    failed, retried = study.trials
+    assert failed.state == TrialState.FAIL and retried.system_attrs["failed_trial"] == failed.number
+    assert retried.state == TrialState.COMPLETE and retried.params == failed.params
+    assert retried.params["one_minus_gamma"] == 0.1
+    # Only the distribution that had to hold the value is widened
+    assert retried.distributions["one_minus_gamma"] == optuna.distributions.FloatDistribution(1e-4, 0.1, log=True)
+    assert retried.distributions["n_epochs"] == failed.distributions["n_epochs"]
+
+
 def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_trained_by_the_next_worker(tmp_path):
     url, heartbeat_interval = f"sqlite:///{tmp_path / 'study.db'}", 1
     candidate = Candidate(CURRENT, "ppo_penalty", {**zoo_hyperparameters("ppo_penalty", "CartPole-v1"), "n_timesteps": 512})

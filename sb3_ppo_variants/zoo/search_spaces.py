@@ -27,6 +27,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from rl_zoo3.hyperparams_opt import convert_onpolicy_params, sample_ppo_params
 
+from sb3_ppo_variants.zoo.storage import holds_value
+
 KL_TARGET_RANGE = (1e-3, 1e-1)
 INITIAL_BETA_RANGE = (0.1, 10.0)
 
@@ -139,8 +141,7 @@ def fixed_parameters(specs: Sequence[str], space: dict[str, BaseDistribution]) -
             raise FixedParameterError(f"--fixed {spec}: {name} is given twice")
         distribution = space[name]
         fixed[name] = value = _parsed_value(name, text, distribution)
-        if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        if isinstance(distribution, (FloatDistribution, IntDistribution)) and not holds_value(distribution, value):
             low, high = distribution.low, distribution.high
-            if not low <= value <= high:
-                notes.append(f"--fixed {spec}: outside the searched range [{low}, {high}], used as given")
+            notes.append(f"--fixed {spec}: outside the searched range [{low}, {high}], used as given")
     return fixed, notes

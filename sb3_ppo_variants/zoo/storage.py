@@ -20,12 +20,14 @@ import os
 import random
 import time
 import warnings
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
@@ -101,6 +103,43 @@ def make_storage(url: str, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL,
     return _opened[key]
 
 
+def holds_value(distribution: BaseDistribution, value: Any) -> bool:
+    """:return: Whether ``value`` lies in ``distribution`` (Optuna's own check, private; optuna is bounded)"""
+    return distribution._contains(distribution.to_internal_repr(value))
+
+
+def _widened(distribution: BaseDistribution, value: Any) -> BaseDistribution:
+    """:return: ``distribution`` widened to hold ``value`` (a number), or itself if it holds it"""
+    if holds_value(distribution, value):
+        return distribution
+    if isinstance(distribution, FloatDistribution):
+        low, high = min(distribution.low, value), max(distribution.high, value)
+        return FloatDistribution(low, high, log=distribution.log, step=distribution.step)
+    if isinstance(distribution, IntDistribution):
+        low, high = min(distribution.low, value), max(distribution.high, value)
+        return IntDistribution(low, high, log=distribution.log, step=distribution.step)
+    return distribution
+
+
+def _holding_its_values(trial: FrozenTrial) -> FrozenTrial:
+    """:return: A copy of ``trial`` whose distributions are widened where needed to hold its values"""
+    widened = copy.deepcopy(trial)
+    widened.distributions = {name: _widened(dist, trial.params[name]) for name, dist in trial.distributions.items()}
+    return widened
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """
+    Optuna's retry of a stale trial, also for a trial that holds a value outside its parameter's distribution (``tune
+    --fixed`` allows one: Pendulum's gamma 0.9). Optuna checks a new trial's values against its distributions, and
+    would raise in the worker that retries it; the copy's distribution of such a parameter is widened to hold the
+    value (no search widens: a fixed parameter is never sampled).
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().__call__(study, _holding_its_values(trial))
+
+
 def _open(url: str, heartbeat_interval: int, n_jobs: int) -> BaseStorage:
     if url.endswith(".log"):
         os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
@@ -115,7 +154,7 @@ def _open(url: str, heartbeat_interval: int, n_jobs: int) -> BaseStorage:
                     engine_kwargs=_engine_kwargs(url, n_jobs),
                     heartbeat_interval=heartbeat_interval,
                     grace_period=2 * heartbeat_interval,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
                 )
         except IntegrityError as error:
             # Workers that start together race to create the schema of a new database: the loser retries
