@@ -31,7 +31,13 @@ from sb3_ppo_variants.zoo.registration import zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import trial_reason, trials_table
 from sb3_ppo_variants.zoo.search_spaces import SAMPLERS, fixed_parameters, search_space
 from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
-from sb3_ppo_variants.zoo.storage import StorageError, fail_dead_trials, make_storage
+from sb3_ppo_variants.zoo.storage import (
+    FIRST_HEARTBEAT_ALLOWANCE_S,
+    NO_FIRST_HEARTBEAT,
+    StorageError,
+    fail_dead_trials,
+    make_storage,
+)
 from sb3_ppo_variants.zoo.validation import (
     CURRENT,
     SB3_PPO,
@@ -81,6 +87,8 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["tune", "--fixed", "ent_coef:0"], "--fixed ent_coef:0: ent_coef must be finite, > 0 on its log scale"),
         (["tune", "--fixed", "max_grad_norm:inf"], "--fixed max_grad_norm:inf: max_grad_norm must be finite"),
         (["tune", "--fixed", "beta:1", "beta:2"], "--fixed beta:2: beta is given twice"),
+        (["tune", "--fixed", "beta:1", "--env", "Pendulum-v1", "--fixed", "beta:2"], "--fixed beta:2: beta is given twice"),
+        (["enjoy", "--fixed", "beta:1"], "--fixed holds parameters of a hyperparameter search: use it with tune"),
         (["tune", "--algo", "ppo_clip", "--fixed", "kl_target:0.01"], "the search space has no 'kl_target'"),
     ],
 )
@@ -134,54 +142,70 @@ def test_a_process_opens_one_storage_per_url(tmp_path):
     assert make_storage(url) is make_storage(url)
 
 
-def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
+    # SQLite's lock timeout (60 s) beyond the grace period, shortened here to 1 s
+    monkeypatch.setitem(FIRST_HEARTBEAT_ALLOWANCE_S, "sqlite", 1.0)
     storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1)
     study = optuna.create_study(storage=storage, study_name="died-early", direction="maximize")
+    other_study = optuna.create_study(storage=storage, study_name="another", direction="maximize")
     distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
     study.enqueue_trial({"x": 0.25})
     # Two trials without a heartbeat yet: the orphan's worker is killed right after creating it, the other one's beats
     orphan, alive = study.ask(distributions), study.ask(distributions)
+    study.enqueue_trial({"x": 0.5})  # queued, not running: never failed
+    other_study.ask(distributions)  # another study's: not this one's to fail
     first_seen: dict[int, float] = {}
     fail_dead_trials(study, first_seen)
-    assert [trial.state for trial in study.trials] == [TrialState.RUNNING] * 2  # first seen now: not dead yet
+    assert [trial.state for trial in study.trials] == [TrialState.RUNNING] * 2 + [TrialState.WAITING]  # first seen now
     assert sorted(first_seen) == [orphan._trial_id, alive._trial_id]
 
+    # Past the grace period (2 s) but within the allowance for a first heartbeat (1 s more): not yet
     time.sleep(2 * storage.get_heartbeat_interval() + 0.2)
     storage.record_heartbeat(alive._trial_id)
     fail_dead_trials(study, first_seen)
-    assert [trial.state for trial in study.trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
-    (retried,) = study.trials[2:]
+    assert [trial.state for trial in study.trials] == [TrialState.RUNNING] * 2 + [TrialState.WAITING]
+    time.sleep(1.0)
+    storage.record_heartbeat(alive._trial_id)
+    fail_dead_trials(study, first_seen)
+    assert [trial.state for trial in study.trials[:3]] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert study.trials[0].user_attrs["fail_reason"] == NO_FIRST_HEARTBEAT
+    (retried,) = study.trials[3:]
     assert retried.state == TrialState.WAITING and retried.system_attrs["failed_trial"] == orphan.number
-    assert retried.params == {"x": 0.25}
+    assert retried.params == {"x": 0.25} and "fail_reason" not in retried.user_attrs
     assert first_seen == {}
+    assert [trial.state for trial in other_study.trials] == [TrialState.RUNNING]
 
 
 def test_a_stale_trial_with_a_fixed_value_outside_its_distribution_is_retried_with_that_value(tmp_path):
     storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1)
-    sampler = optuna.samplers.PartialFixedSampler({"one_minus_gamma": 0.1}, optuna.samplers.RandomSampler(seed=0))
+    fixed = {"one_minus_gamma": 0.1, "n_steps_pow": 13}
+    sampler = optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.RandomSampler(seed=0))
     study = optuna.create_study(storage=storage, study_name="fixed", sampler=sampler, direction="maximize")
 
     def objective(trial: optuna.Trial) -> float:
-        return trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True) + trial.suggest_int("n_epochs", 1, 20)
+        return trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True) + trial.suggest_int("n_steps_pow", 5, 12)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Optuna's: the fixed value lies outside the distribution
         dead = study.ask()
         objective(dead)  # its worker then dies
         storage.record_heartbeat(dead._trial_id)
-        time.sleep(2 * storage.get_heartbeat_interval() + 0.2)
+        # SQLite keeps heartbeats to the second: a second beyond the grace period
+        time.sleep(2 * storage.get_heartbeat_interval() + 1.2)
         # Optuna's own retry raises here ("isn't contained in the distribution"), and takes the worker with it
         study.optimize(objective, n_trials=1)
     failed, retried = study.trials
     assert failed.state == TrialState.FAIL and retried.system_attrs["failed_trial"] == failed.number
     assert retried.state == TrialState.COMPLETE and retried.params == failed.params
-    assert retried.params["one_minus_gamma"] == 0.1
-    # Only the distribution that had to hold the value is widened
-    assert retried.distributions["one_minus_gamma"] == optuna.distributions.FloatDistribution(1e-4, 0.1, log=True)
-    assert retried.distributions["n_epochs"] == failed.distributions["n_epochs"]
+    assert retried.params == fixed
+    assert retried.distributions == {
+        "one_minus_gamma": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+        "n_steps_pow": optuna.distributions.IntDistribution(5, 13),
+    }
 
 
-def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_trained_by_the_next_worker(tmp_path):
+def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_trained_by_the_next_worker(tmp_path, monkeypatch):
+    monkeypatch.setitem(FIRST_HEARTBEAT_ALLOWANCE_S, "sqlite", 0.0)  # SQLite's lock timeout, 60 s, not waited for here
     url, heartbeat_interval = f"sqlite:///{tmp_path / 'study.db'}", 1
     candidate = Candidate(CURRENT, "ppo_penalty", {**zoo_hyperparameters("ppo_penalty", "CartPole-v1"), "n_timesteps": 512})
     study = open_validation(make_storage(url, heartbeat_interval), "early", "CartPole-v1", [candidate], [1000], 1)

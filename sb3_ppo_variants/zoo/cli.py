@@ -179,7 +179,7 @@ def _own_arguments(command: str, argv: Sequence[str]) -> tuple[argparse.Namespac
     parser.add_argument("--heartbeat-interval", default=str(DEFAULT_HEARTBEAT_INTERVAL))
     parser.add_argument("--trial-seeds", default=str(TUNE_TRIAL_SEEDS if command == "tune" else 1))
     parser.add_argument("--sampler-seed", default=None)
-    parser.add_argument("--fixed", nargs="+", default=[])
+    parser.add_argument("--fixed", nargs="+", action="extend", default=[])
     own_args, rest = parser.parse_known_args(list(argv))
     for flag in ("heartbeat_interval", "trial_seeds", "sampler_seed"):
         value = getattr(own_args, flag)
@@ -319,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     own_args, rest = _own_arguments(command, argv[1:])
     register_algorithms()
     zoo_args = zoo_arguments(command, rest)
+    fixed_params = _fixed_parameters(command, own_args.fixed, zoo_args)
     if command == "enjoy":
         from rl_zoo3.enjoy import enjoy
 
@@ -332,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_of_range = argument_error(zoo_args)
     if out_of_range is not None:
         _fail(command, out_of_range)
-    fixed_params = _fixed_parameters(command, own_args.fixed, zoo_args)
     import rl_zoo3.train
 
     from sb3_ppo_variants.zoo.experiment import TuningExperimentManager

@@ -32,6 +32,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 
 DEFAULT_HEARTBEAT_INTERVAL = 60
+# How long a SQLite connection waits for another process's lock before it fails
+SQLITE_BUSY_TIMEOUT_S = 60
+# Beyond the grace period, how long a run without any heartbeat may wait for its first one: on SQLite that write may
+# wait out another process's lock (the busy timeout); on a server, a new heartbeat row waits for no lock
+FIRST_HEARTBEAT_ALLOWANCE_S = {"sqlite": float(SQLITE_BUSY_TIMEOUT_S)}
+NO_FIRST_HEARTBEAT = "its worker died before the trial's first heartbeat; retried once"
 CREATION_ATTEMPTS = 5
 # Connections of a worker's pool: its main thread and, per parallel job, the trial's thread and its heartbeat thread
 POOL_SIZE = 2
@@ -55,7 +61,7 @@ def shown_url(url: str) -> str:
 def _engine_kwargs(url: str, n_jobs: int) -> dict:
     if url.startswith("sqlite"):
         # Several processes share the file: wait for the lock rather than failing at once
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     return {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": CONNECTIONS_PER_JOB * max(n_jobs, 1)}
 
 
@@ -125,6 +131,8 @@ def _holding_its_values(trial: FrozenTrial) -> FrozenTrial:
     """:return: A copy of ``trial`` whose distributions are widened where needed to hold its values"""
     widened = copy.deepcopy(trial)
     widened.distributions = {name: _widened(dist, trial.params[name]) for name, dist in trial.distributions.items()}
+    # Why the dead trial failed is not the retry's
+    widened.user_attrs = {key: value for key, value in trial.user_attrs.items() if key != "fail_reason"}
     return widened
 
 
@@ -133,7 +141,8 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     Optuna's retry of a stale trial, also for a trial that holds a value outside its parameter's distribution (``tune
     --fixed`` allows one: Pendulum's gamma 0.9). Optuna checks a new trial's values against its distributions, and
     would raise in the worker that retries it; the copy's distribution of such a parameter is widened to hold the
-    value (no search widens: a fixed parameter is never sampled).
+    value (no search widens: a fixed parameter is never sampled). The copy does not inherit the dead trial's
+    ``fail_reason``.
     """
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -196,6 +205,10 @@ def fail_dead_trials(study: optuna.Study, first_seen_without_heartbeat: dict[int
     a trial and its first heartbeat (milliseconds) would leave it running for ever, and every worker that waits for
     the study's trials to end would wait with it. This process's clock times them: machines share no clock.
 
+    A run is given the grace period and, on SQLite, the lock timeout (``FIRST_HEARTBEAT_ALLOWANCE_S``) for its first
+    heartbeat, which the storage's lock may delay: a live run failed by mistake would take its worker down when it
+    ends. The failed run's ``fail_reason`` says that its worker died before the first heartbeat.
+
     :param study: The study (a storage without heartbeat: nothing to do)
     :param first_seen_without_heartbeat: Trial id to the ``time.monotonic()`` at which this process first saw it
         running without a heartbeat; the caller keeps it between calls
@@ -209,16 +222,18 @@ def fail_dead_trials(study: optuna.Study, first_seen_without_heartbeat: dict[int
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    grace_period = database.grace_period or 2 * interval
+    allowance = FIRST_HEARTBEAT_ALLOWANCE_S.get(make_url(database.url).get_backend_name(), 0.0)
+    wait_s = (database.grace_period or 2 * interval) + allowance
     now, without = time.monotonic(), _running_without_heartbeat(database, study._study_id)
     for trial_id in set(first_seen_without_heartbeat) - without:
         del first_seen_without_heartbeat[trial_id]
     for trial_id in without:
-        if now - first_seen_without_heartbeat.setdefault(trial_id, now) <= grace_period:
+        if now - first_seen_without_heartbeat.setdefault(trial_id, now) <= wait_s:
             continue
         del first_seen_without_heartbeat[trial_id]
         # Another worker may fail it first
         with contextlib.suppress(UpdateFinishedTrialError):
+            storage.set_trial_user_attr(trial_id, "fail_reason", NO_FIRST_HEARTBEAT)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 callback = database.get_heartbeat_stale_trial_callback()
                 if callback is not None:

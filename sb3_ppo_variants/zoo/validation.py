@@ -11,7 +11,7 @@ worker defines the candidates and seeds (stored on the study) and queues one tri
 machine (``--workers``) or on any other that reaches the storage, takes queued runs until every run has ended. A
 worker that dies leaves its run to be retried (the storage's heartbeat, as in tuning): the workers still waiting
 queue it again once its heartbeat is two intervals old (or, for a worker killed before its run's first heartbeat, two
-intervals after they first saw the run).
+intervals after they first saw the run, plus SQLite's lock timeout: see ``storage.fail_dead_trials``).
 
 The report: per candidate, the mean final return with its 95% interval (Student's t), and Welch's t-test against the
 current entry and against SB3 PPO's entry (the same seeds for all; unequal variances, unpaired). The proposal is the best tuned
