@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks, as one command on a machine with an NVIDIA GPU and a CUDA build of torch: the CUDA tests (fast
-# mode's CUDA graphs, capturable and fused Adam, no host synchronization in the minibatch loop; training, saving and
+# mode's CUDA graphs, fused Adam, no host synchronization in the minibatch loop; training, saving and
 # loading on the GPU), then the speed comparison with SB3's PPO side by side on an MLP task and the CNN task.
 # Tables go to $OUT (default: benchmarks/results/speed-cuda/), ready to commit.
 #

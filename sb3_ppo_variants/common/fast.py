@@ -2,14 +2,20 @@
 The opt-in fast path (``fast_mode=True``): the work that repeats, compiled with ``torch.compile``.
 
 On the small networks of most RL tasks, training time goes to Python's and PyTorch's overhead per operation, not
-to arithmetic. Compilation removes part of it: the whole gradient step (forward pass, the variant's objective, value
-and entropy terms, backward pass, gradient clipping and the optimizer step) becomes a few graphs of fused kernels,
-and so does the policy's forward pass in the rollout; each call still pays dynamo's guards and the compiled graphs'
-wrappers (see ``benchmarks/results/speed.md`` for what that leaves). On CUDA both also run as CUDA graphs
-(``mode="reduce-overhead"``).
+to arithmetic. Compilation removes part of it: the gradient step (forward pass, the variant's objective, value and
+entropy terms, backward pass and gradient clipping) becomes one graph of fused kernels, and so does the policy's
+forward pass in the rollout; each call still pays dynamo's guards and the compiled graph's wrappers (see
+``benchmarks/results/speed.md`` for what that leaves). The optimizer's step runs eagerly after it, with its fused
+implementation (one kernel for every parameter; see :mod:`sb3_ppo_variants.common.optim`): compiled, it would cost
+two graph breaks per step, and kernels of its own to compile, for no faster arithmetic. On CUDA the compiled
+functions also run as CUDA graphs (``mode="reduce-overhead"``).
 
-What keeps a run from recompiling: the scalars that change between updates (learning rate, clip ranges, beta) enter
-as tensors, the learning rate as a tensor kept in the optimizer's parameter groups (:meth:`FastPath.set_learning_rate`).
+What keeps a run from recompiling: the scalars that change between updates (clip ranges, beta) enter as tensors; the
+learning rate is read by the eager optimizer step, outside the compiled code.
+
+Dynamo's settings that the compiled functions need (:func:`_dynamo_options`) are set for a whole update or a whole
+rollout (:meth:`FastPath.settings`), not for each call: they are read only when dynamo compiles, and setting them costs
+tens of microseconds, as much as a compiled forward pass saves on a small network.
 
 Where compilation is unavailable (an old torch, an unsupported Python) or fails (no C++ compiler, a policy that
 dynamo cannot trace), :class:`FastPath` warns once, naming the reason, and the eager path runs from then on: with
@@ -50,22 +56,23 @@ def compilation_unavailable_reason() -> str | None:
     return None
 
 
-# Dynamo keeps, per compiled frame, one cache entry for each optimizer it has stepped (it guards on the optimizer's
-# identity), also once the model is gone; its default limit (8) would silently turn the fast path eager from the
-# 9th model of a process on (an Optuna study, a test session). Raised while this package's compiled functions run.
+# Dynamo keeps, per compiled frame, cache entries for the models it has compiled it for (it guards on the objects
+# that the frame reads), also once a model is gone; its default limit (8) would silently turn the fast path eager
+# from the 9th model of a process on (an Optuna study, a test session). Raised while this package's compiled
+# functions run.
 RECOMPILE_LIMIT = 4096
 
 
 def _dynamo_options(trace_backward: bool) -> dict[str, Any]:
     """
-    Dynamo settings while a compiled function runs (set only then, so no other compiled code sees them): the
-    recompile limits (see ``RECOMPILE_LIMIT``), and with ``trace_backward``, ``trace_autograd_ops`` (torch >= 2.13),
-    which traces ``loss.backward()`` into the graph of the forward pass where it can. SB3's policies keep the
-    distribution of their last forward pass on ``action_dist``, tensors that outlive the step, so dynamo still breaks
-    the graph at ``backward()`` for them, and the backward pass runs through the compiled backward graph.
+    Dynamo settings while this package's compiled functions run (see :meth:`FastPath.settings`): the recompile limits
+    (see ``RECOMPILE_LIMIT``), and with ``trace_backward``, ``trace_autograd_ops`` (torch >= 2.13), which traces
+    ``loss.backward()`` into the graph of the forward pass where it can (SB3's policies keep the distribution of their
+    last forward pass on ``action_dist``: the gradient step drops it before the backward pass, else its tensors would
+    outlive the step and dynamo would break the graph at ``backward()``).
 
-    :param trace_backward: Whether to trace the backward pass; only for a function that computes its loss itself
-        (dynamo turns the backward pass of a loss that a function receives into a no-op)
+    :param trace_backward: Whether to trace the backward pass; only while the compiled functions compute their loss
+        themselves (dynamo turns the backward pass of a loss that a function receives into a no-op)
     """
     config = th._dynamo.config
     wanted = {"recompile_limit": RECOMPILE_LIMIT, "accumulated_recompile_limit": RECOMPILE_LIMIT}
@@ -100,7 +107,6 @@ class FastPath:
         self.disabled_reason = compilation_unavailable_reason()
         self._warned = False
         self._compiled: dict[str, Callable[..., Any]] = {}
-        self._learning_rates: dict[int, th.Tensor] = {}
         if self.disabled_reason is not None:
             self._warn()
 
@@ -126,32 +132,44 @@ class FastPath:
         self._compiled.clear()
         self._warn()
 
-    def compiled(self, name: str, function: Function, cuda_graphs: bool = True, trace_backward: bool = False) -> Function:
+    @contextmanager
+    def settings(self, trace_backward: bool) -> Iterator[None]:
+        """
+        Dynamo's settings for the compiled functions (see :func:`_dynamo_options`), within the block: around a whole
+        update or rollout, since dynamo reads them only when it compiles, and setting them costs about as much as a
+        compiled call of a small network saves.
+
+        :param trace_backward: Whether the compiled functions called within trace their backward pass
+        """
+        if not self.enabled:
+            yield
+            return
+        with th._dynamo.config.patch(**_dynamo_options(trace_backward)):
+            yield
+
+    def compiled(self, name: str, function: Function, cuda_graphs: bool = True) -> Function:
         """
         :param name: A name for the function (one compiled version per name)
-        :param function: The eager function
+        :param function: The eager function (called within :meth:`settings`)
         :param cuda_graphs: Whether it may run as CUDA graphs on CUDA (its outputs are then copied, as the next replay
             overwrites them)
-        :param trace_backward: Whether the backward pass is traced into the graph (see :func:`_dynamo_options`)
         :return: ``function`` compiled, raising :class:`CompilationFailedError` (after disabling the fast path) if
             compiling or running it fails; ``function`` itself when the fast path is disabled
         """
         if not self.enabled:
             return function
         if name not in self._compiled:
-            self._compiled[name] = self._compile(name, function, cuda_graphs and self.cuda_graphs, trace_backward)
+            self._compiled[name] = self._compile(name, function, cuda_graphs and self.cuda_graphs)
         return self._compiled[name]  # type: ignore[return-value]
 
-    def _compile(self, name: str, function: Callable[..., Any], cuda_graphs: bool, trace_backward: bool) -> Callable[..., Any]:
+    def _compile(self, name: str, function: Callable[..., Any], cuda_graphs: bool) -> Callable[..., Any]:
         compiled_function = th.compile(function, mode="reduce-overhead" if cuda_graphs else None)
-        options = _dynamo_options(trace_backward)
 
         def run(*args: Any, **kwargs: Any) -> Any:
             if cuda_graphs:
                 th.compiler.cudagraph_mark_step_begin()
             try:
-                with th._dynamo.config.patch(**options):
-                    outputs = compiled_function(*args, **kwargs)
+                outputs = compiled_function(*args, **kwargs)
             except th._dynamo.exc.TorchDynamoException as error:
                 # dynamo's and inductor's errors (tracing, the backend, a C++ compiler); any other error (out of
                 # memory, a policy's own) is the eager function's too, and propagates
@@ -187,7 +205,8 @@ class FastPath:
         # the policy never keeps (or pickles, or copies) a compiled function
         policy.forward = forward  # type: ignore[method-assign]
         try:
-            yield
+            with self.settings(trace_backward=False):
+                yield
         finally:
             del policy.forward
 
@@ -201,22 +220,6 @@ class FastPath:
             name: None if value is None else th.tensor(value, dtype=dtype, device=self.device)
             for name, value in scalars.items()
         }
-
-    def set_learning_rate(self, optimizer: th.optim.Optimizer) -> None:
-        """
-        Keep each parameter group's learning rate (the float that SB3's schedule just wrote) in a tensor of the
-        group's own, the same tensor at every update: a changing float would make the optimizer step recompile.
-
-        :param optimizer: The policy's optimizer
-        """
-        for index, group in enumerate(optimizer.param_groups):
-            value = float(group["lr"])
-            tensor = self._learning_rates.get(index)
-            if tensor is None:
-                dtype = group["params"][0].dtype
-                tensor = self._learning_rates[index] = th.tensor(value, dtype=dtype, device=self.device)
-            tensor.fill_(value)
-            group["lr"] = tensor
 
 
 def _describe(error: BaseException) -> str:

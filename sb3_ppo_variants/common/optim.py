@@ -6,17 +6,17 @@ of them; only the order of floating-point operations may differ.
 - Default mode: SB3's default optimizer, Adam, runs its multi-tensor kernels. On the CPU they apply, tensor by tensor,
   exactly the operations of the single-tensor implementation that PyTorch picks there by default (bit for bit SB3's
   parameters), with less overhead per step; on a GPU, ``foreach`` already is PyTorch's default.
-- ``fast_mode``, compiled (see :mod:`sb3_ppo_variants.common.fast`): the learning rate is a tensor, which the
-  single-tensor implementation takes on the CPU; on CUDA, the multi-tensor one with ``capturable=True`` (its step
-  counters on the device, as CUDA graphs need). The compiler fuses the step's operations itself.
-- ``fast_mode`` without compilation: the fused implementation where the optimizer has one (Adam, AdamW, SGD, ...),
-  else ``foreach``.
+- ``fast_mode``: the fused implementation where the optimizer has one (Adam, AdamW, SGD, ...), else ``foreach``. The
+  optimizer step runs eagerly after the compiled part of the gradient step (see :mod:`sb3_ppo_variants.common.fast`),
+  or after the eager one where compilation is unavailable: one kernel updates every parameter.
 - A ``fused``, ``foreach`` or ``capturable`` in ``policy_kwargs["optimizer_kwargs"]`` is the user's choice, and
   always wins.
 
 The choice is applied to the optimizer's parameter groups at every update, since loading a checkpoint restores the
-parameter groups of the run that saved it; and :func:`portable_optimizer_state` gives checkpoints the user's choice
-only, and the learning rate as a float, so that neither mode travels in a checkpoint (e.g. into SB3's ``PPO``).
+parameter groups of the run that saved it (and SB3 builds the optimizer before it moves the policy to its device, so
+fused kernels are chosen once the parameters are where they run: SB3 issue #1770); and
+:func:`portable_optimizer_state` gives checkpoints the user's choice only, so that neither mode travels in a
+checkpoint (e.g. into SB3's ``PPO``).
 """
 
 import inspect
@@ -48,23 +48,20 @@ def _has_tensor_hyperparameters(group: dict[str, Any]) -> bool:
 
 
 def _host_step_counters_with_parameters(optimizer: th.optim.Optimizer, group: dict[str, Any]) -> None:
-    """The fused and capturable kernels expect each parameter's step counter on its device (the others keep it anywhere)."""
+    """The fused kernels expect each parameter's step counter on its device (the others keep it anywhere)."""
     for parameter in group["params"]:
         state = optimizer.state.get(parameter, {})
         if isinstance(state.get("step"), th.Tensor):
             state["step"] = state["step"].to(device=parameter.device, dtype=th.float32)
 
 
-def select_implementation(
-    optimizer: th.optim.Optimizer, requested: dict[str, Any], fast_mode: bool, compiled: bool = False
-) -> None:
+def select_implementation(optimizer: th.optim.Optimizer, requested: dict[str, Any], fast_mode: bool) -> None:
     """
     Set the implementation of every parameter group (see the module docstring).
 
     :param optimizer: The policy's optimizer
     :param requested: The user's choice, from :func:`requested_implementation`
     :param fast_mode: Whether the fast implementation is wanted
-    :param compiled: Whether the optimizer step runs compiled, with a tensor learning rate (fast mode only)
     """
     user_chose = any(value is not None for value in requested.values())
     for group in optimizer.param_groups:
@@ -73,14 +70,7 @@ def select_implementation(
                 group[key] = False if key == "capturable" and requested[key] is None else requested[key]
         if user_chose or group.get("differentiable"):
             continue
-        on_cuda = all(parameter.device.type == "cuda" for parameter in group["params"])
-        if compiled:
-            if on_cuda and "capturable" in group:
-                group["capturable"] = True
-                _host_step_counters_with_parameters(optimizer, group)
-            if "foreach" in group:
-                group["foreach"] = on_cuda and group.get("capturable", False)
-        elif fast_mode and _accepts(optimizer, "fused"):
+        if fast_mode and _accepts(optimizer, "fused"):
             group["fused"] = True
             _host_step_counters_with_parameters(optimizer, group)
         elif (fast_mode and _accepts(optimizer, "foreach")) or (
@@ -93,13 +83,10 @@ def portable_optimizer_state(state_dict: dict[str, Any], requested: dict[str, An
     """
     :param state_dict: ``optimizer.state_dict()``
     :param requested: The user's choice, from :func:`requested_implementation`
-    :return: The state with each parameter group's implementation set to the user's choice and its learning rate a
-        float (as SB3 would save it)
+    :return: The state with each parameter group's implementation set to the user's choice (as SB3 would save it)
     """
     for group in state_dict["param_groups"]:
         for key in IMPLEMENTATION_KEYS:
             if key in group:
                 group[key] = False if key == "capturable" and requested[key] is None else requested[key]
-        if isinstance(group.get("lr"), th.Tensor):
-            group["lr"] = group["lr"].item()
     return state_dict

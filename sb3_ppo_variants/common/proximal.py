@@ -15,7 +15,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from io import BufferedIOBase
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -453,25 +453,24 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             gradient_norm=None,
         )
 
-    def _clip_gradients_and_step(self) -> th.Tensor:
+    def _clip_gradients(self) -> th.Tensor:
         """:return: The norm of the gradient, before clipping"""
-        gradient_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.policy.optimizer.step()
-        return gradient_norm
+        return th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
 
-    def _optimizer_step(self, loss: th.Tensor, clip_gradients_and_step: Callable[[], th.Tensor] | None = None) -> th.Tensor:
+    def _optimizer_step(self, loss: th.Tensor) -> th.Tensor:
         """
         :param loss: A minibatch's loss
-        :param clip_gradients_and_step: :meth:`_clip_gradients_and_step` (the default), or its compiled version
         :return: The norm of the gradient, before clipping
         """
         self.policy.optimizer.zero_grad()
         loss.backward()
-        return (clip_gradients_and_step or self._clip_gradients_and_step)()
+        gradient_norm = self._clip_gradients()
+        self.policy.optimizer.step()
+        return gradient_norm
 
     def _gradient_step(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
         """
-        One whole gradient step on a minibatch: the gradients reset, then :meth:`_loss_backward_and_step`.
+        One whole gradient step on a minibatch: the gradients reset, :meth:`_loss_backward_and_clip`, the optimizer step.
 
         The same values as :meth:`_minibatch_loss` then :meth:`_optimizer_step` (SB3's ``PPO.train()`` resets the
         gradients after the forward pass, which changes no value).
@@ -481,15 +480,30 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         :param with_kl: Whether to compute the approximate KL
         :return: The statistics of the step, the loss detached
         """
-        self.policy.optimizer.zero_grad()
-        return self._loss_backward_and_step(rollout_data, scalars, with_kl)
+        return self._reset_step_and_optimize(self._loss_backward_and_clip, rollout_data, scalars, with_kl)
 
-    def _loss_backward_and_step(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+    def _reset_step_and_optimize(
+        self,
+        loss_backward_and_clip: Callable[[RolloutSamples, UpdateScalars, bool], StepStatistics],
+        rollout_data: RolloutSamples,
+        scalars: UpdateScalars,
+        with_kl: bool,
+    ) -> StepStatistics:
         """
-        The gradient step after the gradients' reset (what fast mode compiles as one function): forward pass, loss,
-        backward pass, gradient clipping, optimizer step. ``backward()`` is called here, not in a function called from
-        here: with ``trace_autograd_ops``, dynamo turns the backward pass of a loss that a traced function receives as
-        an argument into a no-op (``tests/test_fast.py`` compares the compiled step with this one in float64).
+        :param loss_backward_and_clip: :meth:`_loss_backward_and_clip`, or its compiled version
+        :return: The statistics of the step, after the gradients' reset, ``loss_backward_and_clip`` and the optimizer step
+        """
+        self.policy.optimizer.zero_grad()
+        step = loss_backward_and_clip(rollout_data, scalars, with_kl)
+        self.policy.optimizer.step()
+        return step
+
+    def _loss_backward_and_clip(self, rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
+        """
+        The gradient step between the gradients' reset and the optimizer step (what fast mode compiles as one graph):
+        forward pass, loss, backward pass, gradient clipping. ``backward()`` is called here, not in a function called
+        from here: with ``trace_autograd_ops``, dynamo turns the backward pass of a loss that a traced function receives
+        as an argument into a no-op (``tests/test_fast.py`` compares the compiled step with this one in float64).
 
         :param rollout_data: The minibatch
         :param scalars: This update's coefficients
@@ -497,38 +511,27 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         :return: The statistics of the step, the loss detached
         """
         step = self._minibatch_loss(rollout_data, scalars, with_kl)
-        loss = step.loss
         _forget_last_distribution(self.policy)
-        loss.backward()
-        # Detached before the optimizer step, and the norm kept in a local: compiled, the optimizer's step breaks the
-        # graph, and a tensor with a graph (or a call half made) across a break puts the backward pass, or the rest of
-        # the function, out of the compiled graph
-        step = step._replace(loss=loss.detach())
-        gradient_norm = self._clip_gradients_and_step()
-        return step._replace(gradient_norm=gradient_norm)
+        step.loss.backward()
+        return step._replace(loss=step.loss.detach(), gradient_norm=self._clip_gradients())
 
     def _step_functions(self, fast_path: FastPath | None) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
         """
         :param fast_path: The fast path of the update, or None
-        :return: :meth:`_gradient_step`, :meth:`_minibatch_loss` and :meth:`_optimizer_step`, compiled if ``fast_path``
+        :return: :meth:`_gradient_step`, :meth:`_minibatch_loss` and :meth:`_optimizer_step`, compiled where
+            ``fast_path`` is given: the gradient step between the gradients' reset and the optimizer step (dynamo would
+            break the graph at both, and each break costs a resumed frame with its own guards at every step), and the
+            minibatch loss
         """
         if fast_path is None:
             return self._gradient_step, self._minibatch_loss, self._optimizer_step
-        # The reset of the gradients stays eager: dynamo would break the graph there (it does not trace zero_grad),
-        # and each break costs a resumed frame with its own guards at every step
-        compiled_step = fast_path.compiled("the gradient step", self._loss_backward_and_step, trace_backward=True)
-
-        def gradient_step(rollout_data: RolloutSamples, scalars: UpdateScalars, with_kl: bool) -> StepStatistics:
-            self.policy.optimizer.zero_grad()
-            return compiled_step(rollout_data, scalars, with_kl)
-
-        # target_kl: the loss, then the host's check, then the step; the backward pass of a loss computed by another
-        # compiled function runs eagerly (through the compiled backward graph), and so does the reset
-        compiled_clip_and_step = fast_path.compiled("the optimizer step", self._clip_gradients_and_step, cuda_graphs=False)
+        compiled_step = fast_path.compiled("the gradient step", self._loss_backward_and_clip)
+        # target_kl: the compiled loss, then the host's check, then the eager backward pass (through the compiled
+        # backward graph), clipping and optimizer step
         return (
-            gradient_step,
+            functools.partial(self._reset_step_and_optimize, compiled_step),
             fast_path.compiled("the minibatch loss", self._minibatch_loss, cuda_graphs=False),
-            functools.partial(self._optimizer_step, clip_gradients_and_step=compiled_clip_and_step),
+            self._optimizer_step,
         )
 
     def _fast_path_of_update(self) -> FastPath | None:
@@ -539,14 +542,10 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             self._fast_path = FastPath(self.device)
         return self._fast_path if self._fast_path.enabled else None
 
-    def _prepare_optimizer(self, fast_path: FastPath | None) -> None:
+    def _prepare_optimizer(self) -> None:
         """Set the optimizer's learning rate for this update, and the implementation that runs it."""
         self._update_learning_rate(self.policy.optimizer)
-        select_implementation(
-            self.policy.optimizer, requested_implementation(self.policy), self.fast_mode, compiled=fast_path is not None
-        )
-        if fast_path is not None:
-            fast_path.set_learning_rate(self.policy.optimizer)
+        select_implementation(self.policy.optimizer, requested_implementation(self.policy), self.fast_mode)
 
     def train(self) -> None:
         """
@@ -557,7 +556,7 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         self._current_value("learning_rate", self.lr_schedule)
         scalars = self._update_scalars()
         fast_path = self._fast_path_of_update()
-        self._prepare_optimizer(fast_path)
+        self._prepare_optimizer()
         random_states = _random_states()
         try:
             statistics = self._update(scalars, fast_path)
@@ -565,7 +564,6 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             # The rollback has undone the attempt, and the fast path has warned: the same update again (the same
             # minibatches), eagerly
             _restore_random_states(random_states)
-            self._prepare_optimizer(None)
             statistics = self._update(scalars, None)
         self._n_updates += statistics.epochs
         self._record_update(statistics, scalars)
@@ -588,7 +586,9 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         steps: list[StepStatistics] = []
         approx_kl_divs: list[th.Tensor] = []
         epochs_done = 0
-        with UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
+        # With target_kl the compiled loss is handed to an eager backward pass: dynamo must not trace backward passes
+        settings = fast_path.settings(trace_backward=self.target_kl is None) if fast_path is not None else nullcontext()
+        with settings, UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
             # train for n_epochs epochs
             for epoch in range(self.n_epochs):
                 approx_kl_divs = []
