@@ -183,12 +183,12 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
     :param fast_mode: Opt-in speed at the price of bit-for-bit equality with SB3's PPO: the gradient step (forward
-        pass, objective, backward pass, gradient clipping, optimizer step) and the rollout's policy forward run
-        compiled with ``torch.compile`` (on CUDA, as CUDA graphs), with the same hyperparameters (Adam's ``eps``
-        included); the learning rate, clip ranges and beta enter as tensors, so nothing recompiles from one update to
-        the next. Compiling takes seconds to a minute at the first update, so it pays off from a budget that
-        ``python -m benchmarks.speed`` measures (the break-even budget). Where compilation is unavailable or fails,
-        one warning names the reason and the optimizer's fused implementation runs eagerly. Learning is unchanged in
+        pass, objective, backward pass, gradient clipping) and the rollout's policy forward run compiled with
+        ``torch.compile`` (on CUDA, as CUDA graphs), and the optimizer runs its fused implementation, with the same
+        hyperparameters (Adam's ``eps`` included); the clip ranges and beta enter as tensors, so nothing recompiles
+        from one update to the next. Compiling takes seconds to a minute at the first update, so it pays off from a
+        budget that ``python -m benchmarks.speed`` measures (the break-even budget). Where compilation is unavailable
+        or fails, one warning names the reason and the optimizer's fused implementation runs eagerly. Learning is unchanged in
         distribution (tested on the same thresholds as the default mode), results are not bit-identical to SB3's.
         An ``optimizer_kwargs`` choice of ``fused``, ``foreach`` or ``capturable`` in ``policy_kwargs`` wins. It is
         not saved with the model: pass ``fast_mode=True`` to ``load()`` as well. See
