@@ -43,7 +43,7 @@ def _graph_breaks_that_leave_the_step_uncompiled() -> list[str]:
     """
     :return: The graph breaks so far in this process that would take part of the gradient step out of its graph: a
         tensor with a graph that outlives the backward pass (the backward pass then runs outside the forward pass's
-        graph), or a call half made across the optimizer's own graph breaks (the rest of the step then runs eagerly)
+        graph), or a call half made across a graph break (the rest of the step then runs eagerly)
     """
     symptoms = ("autograd.grad consumed returned tensor's grad_fn", "Reconstruction failure")
     return [reason for reason in counters["graph_break"] if any(symptom in reason for symptom in symptoms)]
@@ -79,8 +79,10 @@ def test_fast_mode_compiles_with_the_default_modes_hyperparameters(fresh_compile
     assert _compilations()[1] > before[1]
     assert model._fast_path is not None and model._fast_path.enabled
     # One graph per compiled function: the backward pass traced into the gradient step's graph (dynamo's settings were
-    # on while it compiled), the gradients' reset and the optimizer step outside it (dynamo would break the graph there)
-    assert dict(counters["graph_break"]) == {}
+    # on while it compiled; torch >= 2.13), the gradients' reset and the optimizer step outside it (dynamo would break
+    # the graph there)
+    if hasattr(th._dynamo.config, "trace_autograd_ops"):
+        assert dict(counters["graph_break"]) == {}
     # The optimizer step runs eagerly after the compiled part, fused, with SB3's learning rate (a float)
     assert _implementation(model) == (True, None, False)
     assert _group(model)["lr"] == _group(default)["lr"]
@@ -166,7 +168,7 @@ def test_nothing_recompiles_from_one_update_to_the_next(case):
     if algo is PPOPenalty and model.kl_target is not None:
         assert len(set(betas)) == 3
     if "target_kl" in kwargs:
-        assert model._n_updates < 6 * model.n_epochs  # the early stop ran (compiled loss, host check, compiled step)
+        assert model._n_updates < 6 * model.n_epochs  # the early stop ran (compiled loss, host check, eager step)
 
 
 def _train_once(model, fast_mode: bool) -> tuple[dict[str, th.Tensor], dict]:
@@ -185,18 +187,26 @@ def _train_once(model, fast_mode: bool) -> tuple[dict[str, th.Tensor], dict]:
     return parameters, logs
 
 
+CUDA = pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+
+
 @pytest.mark.parametrize(
     "algo, env_id, kwargs",
     [
         (PPOClip, "CartPole-v1", {"clip_range_vf": 0.2, "ent_coef": 0.01}),
         (PPOPenalty, "Pendulum-v1", {"use_sde": True, "clip_range": 0.3}),
-        # With target_kl (never reached here): the compiled loss, the host's check, then the compiled step
+        # With target_kl (never reached here): the compiled loss, the host's check, then the eager backward pass and step
         (PPOPenalty, "CartPole-v1", {"target_kl": 10.0}),
+        # CUDA graphs: the gradients that the fused optimizer step reads are outputs of a graph replay
+        pytest.param(PPOPenalty, "Pendulum-v1", {"use_sde": True, "device": "cuda"}, marks=CUDA, id="cuda-graphs"),
     ],
 )
 def test_a_fast_update_is_the_eager_update(algo, env_id, kwargs):
     model = algo("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, fast_mode=True, **SMALL, **kwargs)
     model.learn(2 * model.n_steps * model.n_envs)  # compiled, and a rollout in the buffer
+    if model.device.type == "cuda":
+        assert counters["inductor"]["cudagraph_skips"] == 0
+        assert all(parameter.grad is None for parameter in model.policy.parameters())
     fast_parameters, fast_logs = _train_once(model, fast_mode=True)
     eager_parameters, eager_logs = _train_once(model, fast_mode=False)
     start = model.policy.state_dict()
@@ -277,7 +287,8 @@ def test_every_model_of_a_process_compiles():
         model = PPOClip("MlpPolicy", "CartPole-v1", seed=0, fast_mode=True, policy_kwargs={"net_arch": [8] * depth}, **SMALL)
         before = _compilations()
         model.learn(32)
-        assert _compilations()[0] > before[0], f"the model of depth {depth} did not compile"
+        # The rollout's forward pass and the gradient step
+        assert _compilations()[0] >= before[0] + 2, f"the model of depth {depth} did not compile"
         assert model._fast_path.enabled
 
 
@@ -434,7 +445,7 @@ def test_an_error_of_the_algorithm_is_not_taken_for_a_compilation_failure():
     assert model._fast_path.enabled  # no fallback: the same error would stop the eager path
 
 
-@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+@CUDA
 def test_cuda_graphs_fused_optimizer_and_no_host_sync():
     model = PPOPenalty("MlpPolicy", "Pendulum-v1", seed=0, device="cuda", fast_mode=True, use_sde=True, **SMALL)
     model.learn(3 * 32)
@@ -454,7 +465,7 @@ def test_cuda_graphs_fused_optimizer_and_no_host_sync():
             th.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+@CUDA
 def test_fused_adam_on_cuda_without_compilation(monkeypatch):
     # SB3 issue #1770: fused Adam built before the policy moves to the GPU; here fused is chosen at every update
     monkeypatch.setattr(fast, "compilation_unavailable_reason", lambda: "forced by the test")

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 
-# Oldest torch whose torch.compile traces SB3's policies, torch.distributions and the optimizers' step as needed here
+# Oldest torch whose torch.compile traces SB3's policies and torch.distributions as needed here
 MINIMUM_TORCH_VERSION = (2, 6)
 
 Function = TypeVar("Function", bound=Callable[..., Any])
@@ -58,8 +58,8 @@ def compilation_unavailable_reason() -> str | None:
 
 # Dynamo keeps, per compiled frame, cache entries for the models it has compiled it for (it guards on the objects
 # that the frame reads), also once a model is gone; its default limit (8) would silently turn the fast path eager
-# from the 9th model of a process on (an Optuna study, a test session). Raised while this package's compiled
-# functions run.
+# from the 9th model of a process on (an Optuna study, a test session). Raised during this package's updates and
+# rollouts in fast mode (see FastPath.settings).
 RECOMPILE_LIMIT = 4096
 
 

@@ -586,9 +586,11 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         steps: list[StepStatistics] = []
         approx_kl_divs: list[th.Tensor] = []
         epochs_done = 0
-        # With target_kl the compiled loss is handed to an eager backward pass: dynamo must not trace backward passes
+        # The backward pass is traced where the compiled gradient step calls it; with target_kl the compiled loss's
+        # backward pass runs eagerly (through its compiled backward graph)
         settings = fast_path.settings(trace_backward=self.target_kl is None) if fast_path is not None else nullcontext()
-        with settings, UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
+        gradients_released = self._no_gradients_left_in_cuda_graphs(fast_path)
+        with settings, gradients_released, UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
             # train for n_epochs epochs
             for epoch in range(self.n_epochs):
                 approx_kl_divs = []
@@ -625,10 +627,21 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             # non-finite step undoes the whole update anyway, and its message names the first such step
             rollback.check()
             self._after_policy_update()
-        if fast_path is not None and fast_path.cuda_graphs:
-            # The gradients are outputs of a CUDA graph, which its next replay overwrites: none is left behind
-            self.policy.optimizer.zero_grad()
         return UpdateStatistics(steps, approx_kl_divs, epochs_done)
+
+    @contextmanager
+    def _no_gradients_left_in_cuda_graphs(self, fast_path: FastPath | None) -> Iterator[None]:
+        """
+        On leaving the block (an update, also one that is undone), reset the gradients where they are outputs of a CUDA
+        graph, whose next replay overwrites them: none is left on the parameters.
+
+        :param fast_path: The fast path of the update, or None
+        """
+        try:
+            yield
+        finally:
+            if fast_path is not None and fast_path.cuda_graphs:
+                self.policy.optimizer.zero_grad()
 
     def _record_update(self, statistics: "UpdateStatistics", scalars: UpdateScalars) -> None:
         """Log the update as SB3's PPO does (and the variant's terms)."""
