@@ -8,6 +8,7 @@ what was compiled and that nothing recompiles from one update to the next.
 import copy
 import json
 import re
+import threading
 import warnings
 import zipfile
 
@@ -76,7 +77,9 @@ def test_fast_mode_compiles_with_the_default_modes_hyperparameters(fresh_compile
         warnings.simplefilter("always")
         model.learn(32)
     assert not [warning for warning in caught if "fast_mode" in str(warning.message)]  # no fallback
-    assert _compilations()[1] > before[1]
+    # Two frames, each compiled once: the rollout forward, and the gradient step (its first step after a rollout
+    # included, whose policy still holds the rollout's last distribution unless the update drops it first)
+    assert _compilations()[0] - before[0] == 2 and _compilations()[1] > before[1]
     assert model._fast_path is not None and model._fast_path.enabled
     # One graph per compiled function: the backward pass traced into the gradient step's graph (dynamo's settings were
     # on while it compiled; torch >= 2.13), the gradients' reset and the optimizer step outside it (dynamo would break
@@ -360,6 +363,9 @@ def _fallback_run(match: str, algo=PPOClip, **kwargs):
 
 
 def test_fallback_without_a_cpp_compiler(fresh_compiler):
+    # The process's check of vector instructions done first with the working compiler (it is cached for the process)
+    for thread in fast.start_vector_instruction_checks():
+        thread.join()
     # No cached kernels either: inductor has to build them
     with th._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}):
         _fallback_run(r"compiling the policy's forward pass failed with InvalidCxxCompiler: No working C\+\+ compiler found")
@@ -476,3 +482,51 @@ def test_fused_adam_on_cuda_without_compilation(monkeypatch):
     with pytest.warns(UserWarning, match="forced by the test"):
         model.learn(64)
     assert _implementation(model) == (True, None, False)
+
+
+class _InstructionSet:
+    """Stands for one of inductor's vector instruction sets: its CPU flags, and a check that records its calls."""
+
+    def __init__(self, flags: str, checked: list[str], works: bool = True) -> None:
+        self.flags, self.checked, self.works = flags, checked, works
+
+    def __str__(self) -> str:
+        return self.flags
+
+    def __bool__(self) -> bool:
+        self.checked.append(self.flags)
+        if not self.works:
+            raise RuntimeError("the test build failed")
+        return True
+
+
+def test_vector_instruction_checks_run_in_background_threads(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+
+    checked: list[str] = []
+    uncaught: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda arguments: uncaught.append(arguments.exc_value))
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2", "avx512"])
+    instruction_sets = [
+        _InstructionSet("avx512 avx512_vnni", checked),  # a flag that this CPU lacks: never built
+        _InstructionSet("avx512", checked, works=False),
+        _InstructionSet("avx2", checked),
+    ]
+    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", instruction_sets)
+    threads = fast.start_vector_instruction_checks.__wrapped__()
+    for thread in threads:
+        thread.join()
+    # One thread per instruction set of the CPU, each running inductor's check; a failed check stays in its thread
+    assert len(threads) == 2 and sorted(checked) == ["avx2", "avx512"]
+    assert uncaught == []
+
+
+def test_vector_instruction_checks_start_with_a_cpu_fast_path(monkeypatch):
+    started: list[bool] = []
+    monkeypatch.setattr(fast, "start_vector_instruction_checks", lambda: started.append(True))
+    fast.FastPath(th.device("cpu"))
+    assert started == [True]
+    monkeypatch.setattr(th, "__version__", "2.3.1")
+    with pytest.warns(UserWarning, match="has no torch.compile"):
+        fast.FastPath(th.device("cpu"))
+    assert started == [True]

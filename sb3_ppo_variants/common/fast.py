@@ -23,6 +23,9 @@ the optimizer's fused implementation. An update during which compilation failed 
 on the same minibatches.
 """
 
+import contextlib
+import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +84,42 @@ def _dynamo_options(trace_backward: bool) -> dict[str, Any]:
     return {name: value for name, value in wanted.items() if hasattr(config, name)}
 
 
+@functools.cache
+def start_vector_instruction_checks() -> tuple[threading.Thread, ...]:
+    """
+    Start, in background threads (once per process), the check that inductor makes of which vector instruction sets
+    (AVX2, AVX-512, ...) the C++ compiler builds and the CPU runs. Inductor makes it at its first compilation of C++
+    kernels, one test build after another in the main thread: about 6 s of a first compilation on a 2-core machine.
+    Started with a model's fast path on the CPU (its first rollout), one thread per instruction set, the builds run
+    side by side and while dynamo traces the first compiled function. Each set's answer is cached by inductor, which
+    then reuses it (or waits for a build in progress: the builds hold a file lock). Any error leaves the check to
+    inductor.
+
+    Relies on ``torch._inductor.cpu_vec_isa`` (private), only to start inductor's own check earlier: where its names
+    differ, nothing is started.
+
+    :return: The threads started (none where the module or the x86 CPU flags are not found)
+    """
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        cpu_flags = set(cpu_vec_isa.x86_isa_checker())
+        instruction_sets = [isa for isa in cpu_vec_isa.supported_vec_isa_list if cpu_flags.issuperset(str(isa).split())]
+    except (ImportError, AttributeError):
+        return ()
+
+    def check(isa: Any) -> None:
+        # inductor's check, cached on the instruction set; where it fails, inductor makes it again (and reports) when
+        # it needs the answer
+        with contextlib.suppress(Exception):
+            bool(isa)
+
+    threads = tuple(threading.Thread(target=check, args=(isa,), daemon=True) for isa in instruction_sets)
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def _clone_outputs(outputs: Any) -> Any:
     """Copies of the tensors in ``outputs`` (a CUDA graph writes its outputs into the same memory at every replay)."""
     if isinstance(outputs, th.Tensor):
@@ -109,6 +148,8 @@ class FastPath:
         self._compiled: dict[str, Callable[..., Any]] = {}
         if self.disabled_reason is not None:
             self._warn()
+        elif device.type == "cpu":
+            start_vector_instruction_checks()
 
     @property
     def enabled(self) -> bool:

@@ -590,6 +590,8 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
         # backward pass runs eagerly (through its compiled backward graph)
         settings = fast_path.settings(trace_backward=self.target_kl is None) if fast_path is not None else nullcontext()
         gradients_released = self._no_gradients_left_in_cuda_graphs(fast_path)
+        # The gradient steps start alike (compiled, one graph, not a second one for the first step after a rollout)
+        _forget_last_distribution(self.policy)
         with settings, gradients_released, UpdateRollback(self.policy, _UPDATE_TERMS) as rollback:
             # train for n_epochs epochs
             for epoch in range(self.n_epochs):
