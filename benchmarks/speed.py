@@ -12,12 +12,15 @@ the end-to-end ratio at 100k and 1M steps that these measured figures give (one-
 the measured end-to-end ratio of the first ``learn()``. It also checks that PPOClip's final parameters equal SB3
 PPO's with ``torch.equal``. ``--profile`` instead runs each algorithm once under cProfile and prints where the time
 goes (collection, update, and the parts of a gradient step); ``--memory`` runs each algorithm once in a process of
-its own and compares their peak resident memory.
+its own and compares their peak resident memory. ``--warm-cache`` starts each timed run from a compilation cache
+that an untimed run of the same algorithm filled: what a user's later runs on the same machine pay (dynamo still
+traces; inductor's compiled graphs and kernels come from the cache).
 
 Usage::
 
     python -m benchmarks.speed --task cartpole --warmup 20480 --timesteps 20480 --repeats 3
     python -m benchmarks.speed --task cartpole --warmup 1000000 --timesteps 0 --repeats 1 --algos "PPOClip fast_mode"
+    python -m benchmarks.speed --task cartpole --warmup 1000000 --timesteps 0 --repeats 1 --warm-cache
     python -m benchmarks.speed --task cnn --device cuda
     python -m benchmarks.speed --task hopper --profile
     python -m benchmarks.speed --task cnn-84 --memory
@@ -158,9 +161,22 @@ class TimedRun:
     state: dict[str, th.Tensor]
 
 
-def _timed_run(name: str, task_name: str, warmup: int, timesteps: int, seed: int, device: str, threads: int) -> TimedRun:
-    """One run, meant for a fresh process (see the module docstring): its compilation starts from an empty cache."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="sb3pv-speed-inductor-")
+def _timed_run(
+    name: str,
+    task_name: str,
+    warmup: int,
+    timesteps: int,
+    seed: int,
+    device: str,
+    threads: int,
+    cache_dir: str | None = None,
+) -> TimedRun:
+    """
+    One run, meant for a fresh process (see the module docstring).
+
+    :param cache_dir: The compilation cache (inductor's) that the run starts from, or None for an empty one
+    """
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir or tempfile.mkdtemp(prefix="sb3pv-speed-inductor-")
     th.set_num_threads(threads)
     model = _make_model(name, make_task(task_name), seed, device)
 
@@ -301,6 +317,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--profile", action="store_true", help="Profile one run of each algorithm instead")
     parser.add_argument("--memory", action="store_true", help="Measure each algorithm's peak memory instead")
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="Start each timed run from a compilation cache that an untimed run of the same algorithm filled "
+        "(a later run on the same machine) instead of an empty one",
+    )
     parser.add_argument("--output", type=Path, help="Also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
@@ -316,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         _write_table(_memory_table(args, task, names), args.output)
         return
 
+    cache_dirs = _filled_caches(args, task, names) if args.warm_cache else {}
     runs: dict[str, list[TimedRun]] = {name: [] for name in names}
     identical = []
     for repeat in range(args.repeats):
@@ -323,7 +346,9 @@ def main(argv: list[str] | None = None) -> None:
         # Each repeat starts with another algorithm, so that none always runs in the same position
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             run = _in_fresh_process(
-                _timed_run, name, args.task, args.warmup, args.timesteps, args.seed, args.device, args.threads
+                _timed_run,
+                *(name, args.task, args.warmup, args.timesteps, args.seed, args.device, args.threads),
+                cache_dirs.get(name),
             )
             runs[name].append(run)
             states[name] = run.state
@@ -335,6 +360,19 @@ def main(argv: list[str] | None = None) -> None:
             identical.append(all(th.equal(value, states["PPOClip"][key]) for key, value in states["SB3 PPO"].items()))
 
     _write_table(_ratio_table(args, task, runs, identical), args.output)
+
+
+def _filled_caches(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> dict[str, str]:
+    """
+    :return: Per algorithm that compiles (fast mode), a compilation cache filled by an untimed run (one rollout and
+        one update, in a fresh process): what a user's later runs on the same machine start from
+    """
+    rollout = task.hyperparameters.get("n_steps", 2048) * task.n_envs
+    cache_dirs = {}
+    for name in (name for name in names if ALGORITHMS[name][1]):
+        cache_dirs[name] = tempfile.mkdtemp(prefix="sb3pv-speed-warm-inductor-")
+        _in_fresh_process(_timed_run, name, args.task, rollout, 0, args.seed, args.device, args.threads, cache_dirs[name])
+    return cache_dirs
 
 
 def _write_table(table: str, output: Path | None) -> None:
@@ -383,10 +421,15 @@ def _ratio_table(args: argparse.Namespace, task: SpeedTask, runs: dict[str, list
     """:return: The Markdown block of one comparison: its command and conditions, the table, the equality check"""
     reference_runs = runs["SB3 PPO"]
     steady = args.timesteps > 0
+    cache = (
+        "a compilation cache filled by an untimed run of the same algorithm (one rollout and one update)"
+        if args.warm_cache
+        else "an empty compilation cache"
+    )
     lines = [
-        f"### {args.task}: {_env_name(task)}, {task.description}\n",
-        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. Per run, in a fresh process with an empty "
-        f"compilation cache: a first learn() of {args.warmup} steps"
+        f"### {args.task}: {_env_name(task)}, {task.description}{', warm compilation cache' if args.warm_cache else ''}\n",
+        f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. Per run, in a fresh process with {cache}: "
+        f"a first learn() of {args.warmup} steps"
         + (f", then {args.timesteps} more steps (steady state)" if steady else "")
         + f"; seed {args.seed}, device {args.device} ({_device_name(args.device)}), {args.threads} torch thread(s), "
         f"{args.repeats} repeats in rotating order, torch {th.__version__}, {date.today().isoformat()}.\n",

@@ -2,10 +2,13 @@
 
 import csv
 import math
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from benchmarks import speed
 from benchmarks.harness import (
     CSV_FIELDS,
     CURVE_POINTS,
@@ -213,7 +216,7 @@ def test_curve_label_counts_seeds_in_singular_and_plural():
     assert curve_label("clip 0.2", 3) == "clip 0.2 (3 seeds)"
 
 
-def test_speed_comparison_table_and_profile(tmp_path, capsys):
+def test_speed_comparison_table_and_profile(tmp_path, capsys, monkeypatch):
     output = tmp_path / "speed" / "1-cartpole.md"
     arguments = ["--task", "cartpole", "--warmup", "256", "--timesteps", "512", "--repeats", "2", "--algos", "PPOClip"]
     speed_main([*arguments, "--output", str(output)])
@@ -231,6 +234,21 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys):
     speed_main([*end_to_end_arguments, "--algos", "PPOPenalty", "--output", str(end_to_end_output)])
     end_to_end = rows_of(end_to_end_output.read_text())
     assert end_to_end["SB3 PPO"][2] == "1.00x (1.00-1.00)" and float(end_to_end["PPOPenalty"][1]) > 0
+    warm_output = tmp_path / "speed" / "3-cartpole-warm.md"
+    caches: list[Path] = []
+
+    def warm_cache(prefix: str) -> str:
+        caches.append(Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_path)))
+        return str(caches[-1])
+
+    monkeypatch.setattr(speed, "tempfile", SimpleNamespace(mkdtemp=warm_cache))
+    speed_main([*end_to_end_arguments, "--algos", "PPOClip fast_mode", "--warm-cache", "--output", str(warm_output)])
+    # One cache for the algorithm that compiles, filled with compiled kernels by the untimed run
+    assert len(caches) == 1 and any(caches[0].glob("*/*.so"))
+    warm_text = warm_output.read_text()
+    assert "warm compilation cache" in warm_text.splitlines()[0] and "filled by an untimed run" in warm_text
+    warm = rows_of(warm_text)
+    assert float(warm["PPOClip fast_mode"][1]) > 0
     profile_output = tmp_path / "speed" / "profile.md"
     speed_main(["--task", "cnn", "--timesteps", "256", "--profile", "--algos", "PPOPenalty", "--output", str(profile_output)])
     profile = capsys.readouterr().out
@@ -245,7 +263,7 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys):
     assert float(memory["PPOPenalty"][1]) > 100  # MiB: a process with torch and a model
     # The summary takes the comparisons, not the profiles nor the memory tables
     summary = speed_summary(tmp_path).splitlines()
-    assert len(summary) == 4
+    assert len(summary) == 5
     steady = read_speed_table(output)
     assert steady.title == "CartPole-v1, zoo_configs/ppo_clip.yml, 8 envs" and steady.identical == "2/2" and steady.steady
     assert steady.rows["PPOClip"]["steady"] == rows["PPOClip"][2] and steady.steps == 256
