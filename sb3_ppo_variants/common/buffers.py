@@ -160,7 +160,8 @@ class _ProximalBuffer:
         n_transitions = self.buffer_size * self.n_envs
         permuted = self._get_samples(_permutation(n_transitions, self.device))
         for batch in _minibatch_slices(n_transitions, batch_size):
-            yield _sliced(permuted, batch)
+            # A minibatch of the whole rollout is the permuted rollout itself (no views to take)
+            yield permuted if batch.start == 0 and batch.stop >= n_transitions else _sliced(permuted, batch)
 
     def _get_samples(self, batch_inds: np.ndarray | th.Tensor, env: VecNormalize | None = None) -> Any:
         tensors = self._prepare_tensors()

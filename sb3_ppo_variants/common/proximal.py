@@ -455,7 +455,10 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _clip_gradients(self) -> th.Tensor:
         """:return: The norm of the gradient, before clipping"""
-        return th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        # Compiled (fast mode), one norm per parameter: inductor fuses them into its kernels, while the multi-tensor
+        # norm is an opaque call (a loop over the parameters on the CPU); eagerly, SB3's call
+        foreach = False if th.compiler.is_compiling() else None
+        return th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, foreach=foreach)
 
     def _optimizer_step(self, loss: th.Tensor) -> th.Tensor:
         """
