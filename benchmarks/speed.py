@@ -11,10 +11,10 @@ the first ``learn()`` beyond its steps at the steady rate (compilation, in fast 
 the end-to-end ratio at 100k and 1M steps that these measured figures give (one-off cost + steps / steady rate); and
 the measured end-to-end ratio of the first ``learn()``. It also checks that PPOClip's final parameters equal SB3
 PPO's with ``torch.equal``. ``--profile`` instead runs each algorithm once under cProfile and prints where the time
-goes (collection, update, and the parts of a gradient step); ``--memory`` runs each algorithm once in a process of
-its own and compares their peak resident memory. ``--warm-cache`` starts each timed run from a compilation cache
-that an untimed run of the same algorithm filled: what a user's later runs on the same machine pay (dynamo still
-traces; inductor's compiled graphs and kernels come from the cache).
+goes (collection, update, and the parts of a gradient step); ``--memory`` runs each algorithm ``--repeats`` times,
+each run in a process of its own, and compares their median peak resident memory. ``--warm-cache`` starts each timed
+run from a compilation cache that an untimed run of the same algorithm filled: what a user's later runs on the same
+machine pay (dynamo still traces; inductor's compiled graphs and kernels come from the cache).
 
 Usage::
 
@@ -23,7 +23,7 @@ Usage::
     python -m benchmarks.speed --task cartpole --warmup 1000000 --timesteps 0 --repeats 1 --warm-cache
     python -m benchmarks.speed --task cnn --device cuda
     python -m benchmarks.speed --task hopper --profile
-    python -m benchmarks.speed --task cnn-84 --memory
+    python -m benchmarks.speed --task cnn-84 --memory --repeats 3
 """
 
 import argparse
@@ -241,25 +241,40 @@ def _memory_run(name: str, task_name: str, timesteps: int, seed: int, device: st
 
 
 def _memory_table(args: argparse.Namespace, task: SpeedTask, names: list[str]) -> str:
-    """:return: The Markdown block of a memory comparison: each algorithm's peak resident memory in a fresh process"""
-    measured = {}
-    for name in names:
-        measured[name] = _in_fresh_process(_memory_run, name, args.task, args.timesteps, args.seed, args.device, args.threads)
-        print(f"{name}: {measured[name][0]:.0f} MiB once built, peak {measured[name][1]:.0f} MiB", flush=True)
-    reference_built, reference_peak = measured["SB3 PPO"]
+    """
+    :return: The Markdown block of a memory comparison: each algorithm's peak resident memory, each run in a fresh
+        process, ``args.repeats`` runs per algorithm in rotating order (a process's peak moves by tens of MiB from run
+        to run with the allocator's reuse of freed memory): the median, its range, and the ratio of the medians
+    """
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            run = _in_fresh_process(_memory_run, name, args.task, args.timesteps, args.seed, args.device, args.threads)
+            measured[name].append(run)
+            print(f"repeat {repeat + 1}/{args.repeats} {name}: {run[0]:.0f} MiB once built, peak {run[1]:.0f} MiB", flush=True)
+
+    def medians(name: str) -> tuple[float, float]:
+        return statistics.median(built for built, _ in measured[name]), statistics.median(peak for _, peak in measured[name])
+
+    reference_built, reference_peak = medians("SB3 PPO")
     lines = [
         f"### Peak memory: {args.task} ({_env_name(task)}, {task.description})\n",
         f"Command: `python -m benchmarks.speed {shlex.join(args.argv)}`. {args.timesteps} steps, one fresh process per "
-        f"algorithm (Linux peak resident set size), seed {args.seed}, device {args.device} ({_device_name(args.device)}), "
-        f"torch {th.__version__}, {date.today().isoformat()}.\n",
-        "| algorithm | peak resident memory (MiB) | ratio to SB3 PPO | growth after the model is built (MiB) "
-        "| growth ratio to SB3 PPO |",
+        f"run (Linux peak resident set size), {args.repeats} runs per algorithm in rotating order, seed {args.seed}, "
+        f"device {args.device} ({_device_name(args.device)}), torch {th.__version__}, {date.today().isoformat()}.\n",
+        "| algorithm | peak resident memory (MiB), median (min-max) | ratio to SB3 PPO | growth after the model is built "
+        "(MiB) | growth ratio to SB3 PPO |",
         "|---|---|---|---|---|",
     ]
-    for name, (built, peak) in measured.items():
+    for name in names:
+        built, peak = medians(name)
+        peaks = [peak for _, peak in measured[name]]
         growth, reference_growth = peak - built, reference_peak - reference_built
         growth_ratio = f"{growth / reference_growth:.2f}" if reference_growth > 0 else "n/a"
-        lines.append(f"| {name} | {peak:.0f} | {peak / reference_peak:.2f} | {growth:.0f} | {growth_ratio} |")
+        lines.append(
+            f"| {name} | {peak:.0f} ({min(peaks):.0f}-{max(peaks):.0f}) | {peak / reference_peak:.2f} | {growth:.0f} "
+            f"| {growth_ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import re
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -256,11 +257,18 @@ def test_speed_comparison_table_and_profile(tmp_path, capsys, monkeypatch):
     assert profile_output.read_text().startswith("### Where the time goes: cnn")
     memory_output = tmp_path / "speed" / "memory.md"
     speed_main(
-        ["--task", "cartpole", "--timesteps", "256", "--memory", "--algos", "PPOPenalty", "--output", str(memory_output)]
+        [
+            *("--task", "cartpole", "--timesteps", "256", "--memory", "--repeats", "2", "--algos", "PPOPenalty"),
+            *("--output", str(memory_output)),
+        ]
     )
-    memory = rows_of(memory_output.read_text())
+    memory_text = memory_output.read_text()
+    assert "2 runs per algorithm" in memory_text
+    memory = rows_of(memory_text)
     assert memory["SB3 PPO"][2] == "1.00" and memory["SB3 PPO"][4] in ("1.00", "n/a")
-    assert float(memory["PPOPenalty"][1]) > 100  # MiB: a process with torch and a model
+    median, low, high = (float(value) for value in re.fullmatch(r"(\d+) \((\d+)-(\d+)\)", memory["PPOPenalty"][1]).groups())
+    assert 100 < low <= median <= high  # MiB: a process with torch and a model
+    assert capsys.readouterr().out.count("PPOPenalty: ") == 2  # one line per run
     # The summary takes the comparisons, not the profiles nor the memory tables
     summary = speed_summary(tmp_path).splitlines()
     assert len(summary) == 5

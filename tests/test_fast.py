@@ -7,7 +7,11 @@ what was compiled and that nothing recompiles from one update to the next.
 
 import copy
 import json
+import os
+import platform
 import re
+import subprocess
+import sys
 import threading
 import warnings
 import zipfile
@@ -519,6 +523,30 @@ def test_vector_instruction_checks_run_in_background_threads(monkeypatch):
     # One thread per instruction set of the CPU, each running inductor's check; a failed check stays in its thread
     assert len(threads) == 2 and sorted(checked) == ["avx2", "avx512"]
     assert uncaught == []
+
+
+def test_vector_instruction_checks_import_nothing_in_their_threads(tmp_path):
+    # In a fresh process with an empty compilation cache (the checks build): a module first imported by a background
+    # thread while the main thread imports torch's compiler can fail to import in either
+    script = """
+import sys, threading
+imported = []
+sys.addaudithook(
+    lambda event, arguments: imported.append(arguments[0])
+    if event == "import" and threading.current_thread() is not threading.main_thread()
+    else None
+)
+from sb3_ppo_variants.common import fast
+threads = fast.start_vector_instruction_checks()
+for thread in threads:
+    thread.join()
+print(len(threads), sorted(set(imported)))
+"""
+    environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
+    n_threads, imported = result.stdout.split(" ", 1)
+    assert int(n_threads) >= 1 or platform.machine() not in ("x86_64", "AMD64")
+    assert imported.strip() == "[]"
 
 
 def test_vector_instruction_checks_start_with_a_cpu_fast_path(monkeypatch):

@@ -101,7 +101,10 @@ def start_vector_instruction_checks() -> tuple[threading.Thread, ...]:
     :return: The threads started (none where the module or the x86 CPU flags are not found)
     """
     try:
-        from torch._inductor import cpu_vec_isa
+        # Imported here, in the calling thread: the checks would import them (setuptools with them) on first use, and an
+        # import in a background thread while the main thread imports torch's compiler can fail (a module not found)
+        import torch.utils.cpp_extension  # noqa: F401
+        from torch._inductor import codecache, cpp_builder, cpu_vec_isa  # noqa: F401
 
         cpu_flags = set(cpu_vec_isa.x86_isa_checker())
         instruction_sets = [isa for isa in cpu_vec_isa.supported_vec_isa_list if cpu_flags.issuperset(str(isa).split())]
