@@ -81,9 +81,10 @@ def test_fast_mode_compiles_with_the_default_modes_hyperparameters(fresh_compile
         warnings.simplefilter("always")
         model.learn(32)
     assert not [warning for warning in caught if "fast_mode" in str(warning.message)]  # no fallback
-    # Two frames, each compiled once: the rollout forward, and the gradient step (its first step after a rollout
-    # included, whose policy still holds the rollout's last distribution unless the update drops it first)
-    assert _compilations()[0] - before[0] == 2 and _compilations()[1] > before[1]
+    # Three frames, each compiled once: the rollout forward, the gradient step (its first step after a rollout included,
+    # whose policy still holds the rollout's last distribution unless the update drops it first), and the passes over
+    # the whole rollout (the old distribution parameters at collection, the current ones for the mean KL: one function)
+    assert _compilations()[0] - before[0] == 3 and _compilations()[1] > before[1]
     assert model._fast_path is not None and model._fast_path.enabled
     # One graph per compiled function: the backward pass traced into the gradient step's graph (dynamo's settings were
     # on while it compiled; torch >= 2.13), the gradients' reset and the optimizer step outside it (dynamo would break
@@ -225,6 +226,10 @@ def test_a_fast_update_is_the_eager_update(algo, env_id, kwargs):
         assert relative_difference < 1e-2, (name, relative_difference)
     for key in ("train/loss", "train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl"):
         assert fast_logs[key] == pytest.approx(eager_logs[key], rel=1e-2, abs=1e-4), key
+    if algo is PPOPenalty:
+        # The mean KL of the update (a small value: compared relatively), from the compiled pass over the rollout
+        assert eager_logs["train/kl"] > 1e-5
+        assert fast_logs["train/kl"] == pytest.approx(eager_logs["train/kl"], rel=2e-2)
 
 
 def _float64_minibatch(model):
@@ -444,6 +449,20 @@ def test_fallback_during_an_update_undoes_the_attempt_and_redoes_it_eagerly(fres
     # minibatches as the failed attempt (the random state was restored)
     assert len(model.first_minibatches) == 1 + 3 * model.n_epochs
     assert th.equal(model.first_minibatches[0], model.first_minibatches[1])
+
+
+class UntraceablePassesPPOPenalty(PPOPenalty):
+    def _distribution_params_on(self, observations):
+        return opaque_identity(super()._distribution_params_on(observations))
+
+
+def test_fallback_in_a_pass_over_the_whole_rollout(fresh_compiler):
+    # The rollout forward compiles; the pass of the old distribution parameters cannot: that pass, and everything after
+    # it, runs eagerly
+    match = r"compiling the distribution parameters of the rollout failed with \w+"
+    model = _fallback_run(match, algo=UntraceablePassesPPOPenalty)
+    assert not model._fast_path.enabled
+    assert model.rollout_buffer.old_distribution_params.shape == (model.n_steps, 2)
 
 
 class FailingValueLossPPOClip(PPOClip):

@@ -8,8 +8,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.utils import set_random_seed
+from torch._dynamo.utils import counters
 from torch.distributions import Independent, kl_divergence
 
 from sb3_ppo_variants import PPOClip, PPOPenalty
@@ -191,28 +193,41 @@ class CollectionProbedPPOPenalty(ProbedPPOPenalty):
 
 def test_whole_rollout_passes_are_sized_by_memory():
     images, vectors = spaces.Box(0, 255, (1, 84, 84), np.uint8), spaces.Box(-1, 1, (4,), np.float32)
-    assert states_per_pass(images, 64, 4096) == FULL_ROLLOUT_PASS_BYTES // (4 * 84 * 84) == 297
-    assert states_per_pass(images, 512, 4096) == 512  # never fewer states than a minibatch
-    assert states_per_pass(vectors, 64, 4096) == 4096  # nor more than the rollout
+    # The largest power of two that fits: FULL_ROLLOUT_PASS_BYTES holds 74 images of 84x84 as float32
+    assert FULL_ROLLOUT_PASS_BYTES // (4 * 84 * 84) == 74
+    assert states_per_pass(images, 4096) == 64
+    assert states_per_pass(spaces.Box(0, 255, (4, 84, 84), np.uint8), 4096) == 16  # 18 fit
+    assert states_per_pass(images, 50) == 50  # never more than the rollout
+    assert states_per_pass(vectors, 4096) == 4096
+    assert states_per_pass(spaces.Box(0, 1, (3 * 2**20,), np.uint8), 4096) == 1  # 12 MiB a state: never none
     both = spaces.Dict({"image": images, "vector": vectors})
-    assert states_per_pass(both, 64, 4096) == FULL_ROLLOUT_PASS_BYTES // (4 * (84 * 84 + 4))
+    assert FULL_ROLLOUT_PASS_BYTES // (4 * (84 * 84 + 4)) == 74 and states_per_pass(both, 4096) == 64
 
 
-@pytest.mark.parametrize("env_id, policy", [("CartPole-v1", "MlpPolicy"), (SimpleMultiObsEnv, "MultiInputPolicy")])
-def test_rollouts_larger_than_one_pass_match_a_one_pass_reference(env_id, policy, monkeypatch):
+@pytest.mark.parametrize(
+    "env_id, policy, fast_mode",
+    [("CartPole-v1", "MlpPolicy", False), (SimpleMultiObsEnv, "MultiInputPolicy", False), ("CartPole-v1", "MlpPolicy", True)],
+)
+def test_rollouts_larger_than_one_pass_match_a_one_pass_reference(env_id, policy, fast_mode, monkeypatch):
     """The whole-rollout passes (old parameters at collection, the mean KL after the update) run in chunks."""
     n_steps, n_envs = 256, 2
     set_random_seed(0)
     env = make_vec_env(env_id, n_envs=n_envs, seed=0)
-    # Passes of 64 states (the minibatch size): 8 per rollout
-    monkeypatch.setattr(ppo_penalty_module, "FULL_ROLLOUT_PASS_BYTES", 1)
-    assert states_per_pass(env.observation_space, 64, n_steps * n_envs) == 64
+    # Passes of 64 states: 8 per rollout
+    monkeypatch.setattr(ppo_penalty_module, "FULL_ROLLOUT_PASS_BYTES", 64 * 4 * get_flattened_obs_dim(env.observation_space))
+    assert states_per_pass(env.observation_space, n_steps * n_envs) == 64
     model = CollectionProbedPPOPenalty(
-        policy, env, seed=0, learning_rate=3e-3, n_steps=n_steps, batch_size=64, n_epochs=1, device="cpu"
+        policy, env, seed=0, learning_rate=3e-3, n_steps=n_steps, batch_size=64, n_epochs=1, device="cpu", fast_mode=fast_mode
     )
     model.records, model.collected = [], []
+    if fast_mode:
+        th._dynamo.reset()  # what earlier tests of this process compiled (or failed to) is not this model's
+    frames_before = counters["frames"]["ok"]
     model.learn(2 * n_steps * n_envs)
     assert len(model.collected) == len(model.records) == 2
+    if fast_mode:
+        # Compiled once for the chunks of every pass: the rollout forward, the gradient step and the passes
+        assert model._fast_path.enabled and counters["frames"]["ok"] - frames_before == 3
     for stored, reference in model.collected:
         assert stored.shape[0] == n_steps * n_envs
         # (batches of other sizes may run other kernels: equal up to float rounding)

@@ -223,6 +223,25 @@ class FastPath:
 
         return run
 
+    def compiled_or_eager(self, name: str, function: Function) -> Function:
+        """
+        :param name: A name for the function (one compiled version per name)
+        :param function: The eager function (called within :meth:`settings`)
+        :return: ``function`` compiled; where compiling it fails, the fast path is disabled and that call, and later
+            ones, run ``function`` itself
+        """
+        compiled_function = self.compiled(name, function)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if self.enabled:
+                try:
+                    return compiled_function(*args, **kwargs)
+                except CompilationFailedError:
+                    pass
+            return function(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
     @contextmanager
     def compiled_forward(self, policy: BasePolicy) -> Iterator[None]:
         """
@@ -234,17 +253,7 @@ class FastPath:
         if not self.enabled:
             yield
             return
-        eager_forward = policy.forward
-        compiled_forward = self.compiled("the policy's forward pass", eager_forward)
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if self.enabled:
-                try:
-                    return compiled_forward(*args, **kwargs)
-                except CompilationFailedError:
-                    pass
-            return eager_forward(*args, **kwargs)
-
+        forward = self.compiled_or_eager("the policy's forward pass", policy.forward)
         # An instance attribute overrides the class's forward for nn.Module.__call__; removed when the block ends, so
         # the policy never keeps (or pickles, or copies) a compiled function
         policy.forward = forward  # type: ignore[method-assign]

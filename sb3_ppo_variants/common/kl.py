@@ -113,7 +113,18 @@ def kl_divergence_from_params(old_params: th.Tensor, distribution: Distribution)
     :param distribution: The new distribution, same type and batch size (gradients flow through it)
     :return: KL divergence per state, shape ``(batch,)``
     """
-    new_params = distribution_params(distribution)
+    return kl_divergence_between_params(old_params, distribution_params(distribution), distribution)
+
+
+def kl_divergence_between_params(old_params: th.Tensor, new_params: th.Tensor, distribution: Distribution) -> th.Tensor:
+    """
+    Exact ``KL[old || new]`` of the joint action distribution, for each state, from both distributions' parameters.
+
+    :param old_params: Flat parameters of the old distribution, from :func:`distribution_params`
+    :param new_params: Flat parameters of the new distribution, from :func:`distribution_params`
+    :param distribution: A distribution of their type (only its type and its heads' sizes are read)
+    :return: KL divergence per state, shape ``(batch,)``
+    """
     if old_params.shape != new_params.shape:
         raise ValueError(
             f"old_params has shape {tuple(old_params.shape)} but the distribution has parameters of shape "
@@ -128,7 +139,9 @@ def kl_divergence_from_params(old_params: th.Tensor, distribution: Distribution)
         new_heads = th.split(new_params, head_sizes, dim=1)
         head_kls = [categorical_kl(old, new) for old, new in zip(old_heads, new_heads, strict=True)]
         return th.stack(head_kls, dim=1).sum(dim=1)
-    # Gaussians (plain, squashed or gSDE): mean and log std halves
-    old_mean, old_log_std = th.chunk(old_params, 2, dim=1)
-    new_mean, new_log_std = th.chunk(new_params, 2, dim=1)
-    return diag_gaussian_kl(old_mean, old_log_std, new_mean, new_log_std)
+    if isinstance(distribution, DiagGaussianDistribution | StateDependentNoiseDistribution):
+        # Gaussians (plain, squashed or gSDE): mean and log std halves
+        old_mean, old_log_std = th.chunk(old_params, 2, dim=1)
+        new_mean, new_log_std = th.chunk(new_params, 2, dim=1)
+        return diag_gaussian_kl(old_mean, old_log_std, new_mean, new_log_std)
+    raise _unsupported(distribution)

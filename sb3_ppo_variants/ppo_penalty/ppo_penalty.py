@@ -2,6 +2,7 @@ import math
 import operator
 import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch as th
@@ -19,25 +20,28 @@ from sb3_ppo_variants.common.buffers import ProximalDictRolloutBuffer, ProximalR
 from sb3_ppo_variants.common.checks import check_arguments
 from sb3_ppo_variants.common.evaluation import training_mode
 from sb3_ppo_variants.common.finite import NonFiniteError
-from sb3_ppo_variants.common.kl import distribution_params, kl_divergence_from_params
+from sb3_ppo_variants.common.kl import distribution_params, kl_divergence_between_params, kl_divergence_from_params
 from sb3_ppo_variants.common.objectives import PolicyLoss, kl_penalized_surrogate_loss
 from sb3_ppo_variants.common.proximal import ProximalPolicyAlgorithm, RolloutSamples, UpdateScalars
 
 # Observation bytes (as float32, the policy's input) per forward pass when the whole rollout goes through the policy
 # (old distribution, mean KL): a pass's activations grow with its input, so this keeps them small next to a training
-# step's memory whatever the network, while small observations still go in few passes
-FULL_ROLLOUT_PASS_BYTES = 8 * 2**20
+# step's memory whatever the network (64 images of 84x84: a pass of 256 raised the peak memory of a CnnPolicy run by
+# about 30 MiB), while small observations still go in few passes
+FULL_ROLLOUT_PASS_BYTES = 2 * 2**20
 
 
-def states_per_pass(observation_space: spaces.Space, batch_size: int, n_transitions: int) -> int:
+def states_per_pass(observation_space: spaces.Space, n_transitions: int) -> int:
     """
     :param observation_space: The observation space (images, vectors or a Dict of them)
-    :param batch_size: The training minibatch size: a pass never takes fewer states
     :param n_transitions: The rollout's size: a pass never takes more
-    :return: States per forward pass over the whole rollout, from ``FULL_ROLLOUT_PASS_BYTES``
+    :return: States per forward pass over the whole rollout: the largest power of two whose observations fit in
+        ``FULL_ROLLOUT_PASS_BYTES`` (at least 1). A power of two divides the usual rollout sizes evenly: passes of one
+        size (compiled in fast mode, each size of pass is one compilation)
     """
-    bytes_per_state = 4 * get_flattened_obs_dim(observation_space)
-    return min(n_transitions, max(batch_size, FULL_ROLLOUT_PASS_BYTES // bytes_per_state))
+    bytes_per_state = 4 * int(get_flattened_obs_dim(observation_space))
+    fitting = max(1, FULL_ROLLOUT_PASS_BYTES // bytes_per_state)
+    return min(n_transitions, 1 << (fitting.bit_length() - 1))
 
 
 class PPOPenalty(ProximalPolicyAlgorithm):
@@ -199,31 +203,38 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         """:return: The rollout's observations (flattened over envs) in consecutive chunks, with their rows"""
         observations = buffer.flat_observations()
         n_transitions = buffer.buffer_size * buffer.n_envs
-        chunk_size = states_per_pass(self.observation_space, self.batch_size, n_transitions)
+        chunk_size = states_per_pass(self.observation_space, n_transitions)
         for start in range(0, n_transitions, chunk_size):
             rows = slice(start, start + chunk_size)
             yield rows, map_observations(operator.itemgetter(rows), observations)
 
-    @th.no_grad()
-    def _rollout_distribution_params(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> th.Tensor:
-        """:return: The current policy's distribution parameters on every state of the rollout (evaluation mode)"""
-        with training_mode(self.policy, False):
-            chunks = self._rollout_chunks(buffer)
-            return th.cat([distribution_params(self.policy.get_distribution(obs)) for _, obs in chunks])
+    def _distribution_params_on(self, observations: PyTorchObs) -> th.Tensor:
+        """:return: The current policy's distribution parameters on ``observations``"""
+        return distribution_params(self.policy.get_distribution(observations))
 
-    @th.no_grad()
+    def _rollout_distribution_params(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> th.Tensor:
+        """
+        One pass over the whole rollout, without gradients, in evaluation mode; in fast mode, compiled (one function for
+        both uses: the old parameters at collection and the current ones after the update).
+
+        :return: The current policy's distribution parameters on every state of the rollout
+        """
+        fast_path = self._fast_path_of_update()
+        params_on = self._distribution_params_on
+        settings: AbstractContextManager[None] = nullcontext()
+        if fast_path is not None:
+            params_on = fast_path.compiled_or_eager("the distribution parameters of the rollout", params_on)
+            settings = fast_path.settings(trace_backward=False)
+        with th.no_grad(), training_mode(self.policy, False), settings:
+            return th.cat([params_on(observations) for _, observations in self._rollout_chunks(buffer)])
+
     def _rollout_kl_divergences(self, old_params: th.Tensor) -> th.Tensor:
         """
         :param old_params: The old distribution parameters of every state of the rollout
         :return: The exact KL[old || current] on every state of the rollout (evaluation mode)
         """
-        with training_mode(self.policy, False):
-            return th.cat(
-                [
-                    kl_divergence_from_params(old_params[rows], self.policy.get_distribution(obs))
-                    for rows, obs in self._rollout_chunks(self.rollout_buffer)
-                ]
-            )
+        new_params = self._rollout_distribution_params(self.rollout_buffer)
+        return kl_divergence_between_params(old_params, new_params, self.policy.action_dist)
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
