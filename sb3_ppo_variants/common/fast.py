@@ -3,11 +3,12 @@ The opt-in fast path (``fast_mode=True``): the work that repeats, compiled with 
 
 On the small networks of most RL tasks, training time goes to Python's and PyTorch's overhead per operation, not
 to arithmetic. Compilation removes part of it: the gradient step (forward pass, the variant's objective, value and
-entropy terms, backward pass and gradient clipping) becomes one graph of fused kernels, and so does the policy's
-forward pass in the rollout; each call still pays dynamo's guards and the compiled graph's wrappers (see
-``benchmarks/results/speed.md`` for what that leaves). The optimizer's step runs eagerly after it, with its fused
-implementation (one kernel for every parameter; see :mod:`sb3_ppo_variants.common.optim`): compiled, it would cost
-two graph breaks per step, and kernels of its own to compile, for no faster arithmetic. On CUDA the compiled
+entropy terms, backward pass and gradient clipping) becomes one graph of fused kernels, and so do the policy's
+forward pass in the rollout and a variant's passes over the whole rollout; each call still pays dynamo's guards and
+the compiled graph's wrappers (see ``benchmarks/results/speed.md`` for what that leaves). The optimizer's step runs
+eagerly after it, with its fused implementation (one kernel for every parameter; see
+:mod:`sb3_ppo_variants.common.optim`): compiled, it would cost two graph breaks per step, and kernels of its own to
+compile, for no faster arithmetic. On CUDA the compiled
 functions also run as CUDA graphs (``mode="reduce-overhead"``).
 
 What keeps a run from recompiling: the scalars that change between updates (clip ranges, beta) enter as tensors; the

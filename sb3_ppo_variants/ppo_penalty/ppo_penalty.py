@@ -111,7 +111,8 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     :param kl_tolerance: Beta changes only when the KL leaves ``[kl_target / kl_tolerance, kl_target * kl_tolerance]``
         (>= 1; the paper's 1.5)
     :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the gradient step and the rollout's
-        policy forward run compiled (beta enters as a tensor: it changes without recompiling), with the same
+        policy forward run compiled, and so do its passes over the whole rollout (beta enters as a tensor: it changes
+        without recompiling), with the same
         hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`). Beta is still
         adapted once per update on the exact mean KL. Not saved with the model. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
