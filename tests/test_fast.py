@@ -380,6 +380,25 @@ def test_fallback_without_a_cpp_compiler(fresh_compiler):
         _fallback_run(r"compiling the policy's forward pass failed with InvalidCxxCompiler: No working C\+\+ compiler found")
 
 
+class BackwardCompilationFailingPPOClip(PPOClip):
+    """Without a C++ compiler for the backward pass of the compiled loss (inductor compiles it at its first call)."""
+
+    def _optimizer_step(self, loss):
+        with th._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+            return super()._optimizer_step(loss)
+
+
+def test_fallback_in_the_lazily_compiled_backward_pass_with_target_kl(fresh_compiler):
+    # With target_kl the loss is compiled alone, and its backward pass runs from the eager optimizer step: a failure to
+    # compile it there undoes the update and runs it again eagerly
+    for thread in fast.start_vector_instruction_checks():
+        thread.join()
+    with th._inductor.config.patch({"force_disable_caches": True}):
+        match = r"compiling the backward pass of the minibatch loss failed with \w+"
+        model = _fallback_run(match, algo=BackwardCompilationFailingPPOClip, target_kl=10.0)
+    assert not model._fast_path.enabled
+
+
 @pytest.mark.parametrize("version", ["2.3.1", "1.13.0+cpu"])
 def test_fallback_on_an_old_torch(monkeypatch, version):
     monkeypatch.setattr(th, "__version__", version)

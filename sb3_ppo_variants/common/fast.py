@@ -213,16 +213,42 @@ class FastPath:
         def run(*args: Any, **kwargs: Any) -> Any:
             if cuda_graphs:
                 th.compiler.cudagraph_mark_step_begin()
-            try:
+            with self._compilation_failures(name):
                 outputs = compiled_function(*args, **kwargs)
-            except th._dynamo.exc.TorchDynamoException as error:
-                # dynamo's and inductor's errors (tracing, the backend, a C++ compiler); any other error (out of
-                # memory, a policy's own) is the eager function's too, and propagates
-                self.disable(f"compiling {name} failed with {_describe(error)}")
-                raise CompilationFailedError(self.disabled_reason) from error
             return _clone_outputs(outputs) if cuda_graphs else outputs
 
         return run
+
+    @contextmanager
+    def _compilation_failures(self, name: str) -> Iterator[None]:
+        """
+        Within the block, a compilation error disables the fast path and raises :class:`CompilationFailedError`.
+
+        :param name: What compiles within the block (named in the warning)
+        """
+        try:
+            yield
+        except th._dynamo.exc.TorchDynamoException as error:
+            # dynamo's and inductor's errors (tracing, the backend, a C++ compiler, also inductor's compilation of a
+            # backward pass at its first call); any other error (out of memory, a policy's own) is the eager
+            # function's too, and propagates
+            self.disable(f"compiling {name} failed with {_describe(error)}")
+            raise CompilationFailedError(self.disabled_reason) from error
+
+    def guarded(self, name: str, function: Function) -> Function:
+        """
+        :param name: What compiles when ``function`` runs (named in the warning)
+        :param function: An eager function that may compile: the backward pass of a compiled loss, which inductor
+            compiles at its first call
+        :return: ``function``, raising :class:`CompilationFailedError` (after disabling the fast path) if compiling
+            fails within it
+        """
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self._compilation_failures(name):
+                return function(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
 
     def compiled_or_eager(self, name: str, function: Function) -> Function:
         """

@@ -530,11 +530,11 @@ class ProximalPolicyAlgorithm(OnPolicyAlgorithm):
             return self._gradient_step, self._minibatch_loss, self._optimizer_step
         compiled_step = fast_path.compiled("the gradient step", self._loss_backward_and_clip)
         # target_kl: the compiled loss, then the host's check, then the eager backward pass (through the compiled
-        # backward graph), clipping and optimizer step
+        # backward graph, which inductor compiles at its first call), clipping and optimizer step
         return (
             functools.partial(self._reset_step_and_optimize, compiled_step),
             fast_path.compiled("the minibatch loss", self._minibatch_loss, cuda_graphs=False),
-            self._optimizer_step,
+            fast_path.guarded("the backward pass of the minibatch loss", self._optimizer_step),
         )
 
     def _fast_path_of_update(self) -> FastPath | None:

@@ -110,11 +110,10 @@ class PPOPenalty(ProximalPolicyAlgorithm):
     :param beta_factor: Factor (> 1) by which beta is multiplied or divided (the paper's 2)
     :param kl_tolerance: Beta changes only when the KL leaves ``[kl_target / kl_tolerance, kl_target * kl_tolerance]``
         (>= 1; the paper's 1.5)
-    :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the gradient step and the rollout's
-        policy forward run compiled, and so do its passes over the whole rollout (beta enters as a tensor: it changes
-        without recompiling), with the same
-        hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`). Beta is still
-        adapted once per update on the exact mean KL. Not saved with the model. Default: False.
+    :param fast_mode: Opt-in speed at the price of bit-for-bit reproducibility: the gradient step, the rollout's policy
+        forward and the passes over the whole rollout run compiled (beta enters as a tensor: it changes without
+        recompiling), with the same hyperparameters (see :class:`~sb3_ppo_variants.common.proximal.ProximalPolicyAlgorithm`).
+        Beta is still adapted once per update on the exact mean KL. Not saved with the model. Default: False.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -200,14 +199,13 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _rollout_chunks(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> Iterator[tuple[slice, PyTorchObs]]:
-        """:return: The rollout's observations (flattened over envs) in consecutive chunks, with their rows"""
+    def _rollout_chunks(self, buffer: ProximalRolloutBuffer | ProximalDictRolloutBuffer) -> Iterator[PyTorchObs]:
+        """:return: The rollout's observations (flattened over envs) in consecutive chunks"""
         observations = buffer.flat_observations()
         n_transitions = buffer.buffer_size * buffer.n_envs
         chunk_size = states_per_pass(self.observation_space, n_transitions)
         for start in range(0, n_transitions, chunk_size):
-            rows = slice(start, start + chunk_size)
-            yield rows, map_observations(operator.itemgetter(rows), observations)
+            yield map_observations(operator.itemgetter(slice(start, start + chunk_size)), observations)
 
     def _distribution_params_on(self, observations: PyTorchObs) -> th.Tensor:
         """:return: The current policy's distribution parameters on ``observations``"""
@@ -227,7 +225,7 @@ class PPOPenalty(ProximalPolicyAlgorithm):
             params_on = fast_path.compiled_or_eager("the distribution parameters of the rollout", params_on)
             settings = fast_path.settings(trace_backward=False)
         with th.no_grad(), training_mode(self.policy, False), settings:
-            return th.cat([params_on(observations) for _, observations in self._rollout_chunks(buffer)])
+            return th.cat([params_on(observations) for observations in self._rollout_chunks(buffer)])
 
     def _rollout_kl_divergences(self, old_params: th.Tensor) -> th.Tensor:
         """
