@@ -22,6 +22,7 @@ from sb3_ppo_variants.common.kl import (
     categorical_kl,
     diag_gaussian_kl,
     distribution_params,
+    kl_divergence_between_params,
     kl_divergence_from_params,
 )
 
@@ -190,6 +191,9 @@ def test_unsupported_distribution_raises():
 
     with pytest.raises(TypeError, match="No exact KL divergence for UnknownDistribution"):
         distribution_params(UnknownDistribution())
+    params = th.zeros(2, 4)
+    with pytest.raises(TypeError, match="No exact KL divergence for UnknownDistribution"):
+        kl_divergence_between_params(params, params, UnknownDistribution())
 
 
 def test_bernoulli_torch_reference_matches_hand_formula():

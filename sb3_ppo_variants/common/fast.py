@@ -8,8 +8,7 @@ forward pass in the rollout and a variant's passes over the whole rollout; each 
 the compiled graph's wrappers (see ``benchmarks/results/speed.md`` for what that leaves). The optimizer's step runs
 eagerly after it, with its fused implementation (one kernel for every parameter; see
 :mod:`sb3_ppo_variants.common.optim`): compiled, it would cost two graph breaks per step, and kernels of its own to
-compile, for no faster arithmetic. On CUDA the compiled
-functions also run as CUDA graphs (``mode="reduce-overhead"``).
+compile, for no faster arithmetic. On CUDA the compiled functions also run as CUDA graphs (``mode="reduce-overhead"``).
 
 What keeps a run from recompiling: the scalars that change between updates (clip ranges, beta) enter as tensors; the
 learning rate is read by the eager optimizer step, outside the compiled code.
