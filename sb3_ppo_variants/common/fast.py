@@ -269,6 +269,21 @@ class FastPath:
         return run  # type: ignore[return-value]
 
     @contextmanager
+    def compiled_within(self, name: str, function: Function) -> Iterator[Function]:
+        """
+        Within the block, with dynamo's settings for functions that do not compute gradients: ``function`` compiled (see
+        :meth:`compiled_or_eager`), or ``function`` itself when the fast path is disabled.
+
+        :param name: A name for the function (one compiled version per name)
+        :param function: The eager function
+        """
+        if not self.enabled:
+            yield function
+            return
+        with self.settings(trace_backward=False):
+            yield self.compiled_or_eager(name, function)
+
+    @contextmanager
     def compiled_forward(self, policy: BasePolicy) -> Iterator[None]:
         """
         Within the block, calls of ``policy`` (its ``forward``, as in SB3's rollout collection) run compiled; a failure
@@ -279,15 +294,14 @@ class FastPath:
         if not self.enabled:
             yield
             return
-        forward = self.compiled_or_eager("the policy's forward pass", policy.forward)
-        # An instance attribute overrides the class's forward for nn.Module.__call__; removed when the block ends, so
-        # the policy never keeps (or pickles, or copies) a compiled function
-        policy.forward = forward  # type: ignore[method-assign]
-        try:
-            with self.settings(trace_backward=False):
+        with self.compiled_within("the policy's forward pass", policy.forward) as forward:
+            # An instance attribute overrides the class's forward for nn.Module.__call__; removed when the block ends,
+            # so the policy never keeps (or pickles, or copies) a compiled function
+            policy.forward = forward  # type: ignore[method-assign]
+            try:
                 yield
-        finally:
-            del policy.forward
+            finally:
+                del policy.forward
 
     def as_tensors(self, scalars: dict[str, Any], dtype: th.dtype) -> dict[str, th.Tensor | None]:
         """

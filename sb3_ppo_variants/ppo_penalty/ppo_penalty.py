@@ -1,7 +1,7 @@
 import math
 import operator
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -219,12 +219,12 @@ class PPOPenalty(ProximalPolicyAlgorithm):
         :return: The current policy's distribution parameters on every state of the rollout
         """
         fast_path = self._fast_path_of_update()
-        params_on = self._distribution_params_on
-        settings: AbstractContextManager[None] = nullcontext()
-        if fast_path is not None:
-            params_on = fast_path.compiled_or_eager("the distribution parameters of the rollout", params_on)
-            settings = fast_path.settings(trace_backward=False)
-        with th.no_grad(), training_mode(self.policy, False), settings:
+        chunk_pass: AbstractContextManager[Callable[[PyTorchObs], th.Tensor]] = (
+            nullcontext(self._distribution_params_on)
+            if fast_path is None
+            else fast_path.compiled_within("the distribution parameters of the rollout", self._distribution_params_on)
+        )
+        with th.no_grad(), training_mode(self.policy, False), chunk_pass as params_on:
             return th.cat([params_on(observations) for observations in self._rollout_chunks(buffer)])
 
     def _rollout_kl_divergences(self, old_params: th.Tensor) -> th.Tensor:
