@@ -236,14 +236,27 @@ def test_penalty_train_without_rollout():
         model.train()
 
 
+@pytest.fixture
+def default_validation():
+    """Restores torch.distributions' process-wide validation default, which a test sets."""
+    previous = th.distributions.Distribution._validate_args
+    yield th.distributions.Distribution.set_default_validate_args
+    th.distributions.Distribution.set_default_validate_args(previous)
+
+
 @pytest.mark.parametrize("algo", ALGOS)
-def test_distribution_validation_is_restored_after_learn(algo):
-    """learn() turns torch.distributions validation off for speed, and restores it, also after an error."""
-    assert th.distributions.Distribution._validate_args
+@pytest.mark.parametrize("enabled", [True, False])
+def test_distribution_validation_is_restored_after_learn(algo, enabled, default_validation):
+    """learn() turns torch.distributions validation off for speed, and restores the caller's default, also after an error."""
+    # Set here: torch turns the default off for good when a process first compiles (torch._dynamo's TorchPatcher),
+    # so an earlier fast-mode test in the same process would decide the starting value otherwise
+    default_validation(enabled)
     env = make_vec_env(BrokenEnv, n_envs=1, env_kwargs={"broken_from": 20})
     model = algo("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, device="cpu")
-    model.learn(16)
-    assert th.distributions.Distribution._validate_args
+    validation_in_learn = []
+    model.learn(16, callback=lambda *_: validation_in_learn.append(th.distributions.Distribution._validate_args) or True)
+    assert validation_in_learn and not any(validation_in_learn)
+    assert th.distributions.Distribution._validate_args is enabled
     with pytest.raises(NonFiniteError):
         model.learn(32, reset_num_timesteps=False)
-    assert th.distributions.Distribution._validate_args
+    assert th.distributions.Distribution._validate_args is enabled
