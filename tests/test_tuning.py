@@ -8,6 +8,7 @@ when the variable is missing rather than skipping.
 
 import contextlib
 import csv
+import json
 import os
 import queue
 import re
@@ -355,6 +356,21 @@ def test_validate_retrains_the_best_trials_on_fresh_seeds(tmp_path):
     assert other.returncode == 2
     assert other.stderr.strip().splitlines() == [other.stderr.strip()]
     assert "exists with other candidates, seeds, budget or episodes" in other.stderr
+
+
+def test_validate_in_fast_mode_compiles_this_packages_candidates_only(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["validate", "--env", "CartPole-v1", "--storage", storage, "--study-name", "fast", "--top", "0", "--fast-mode"]
+    result = _run([*args, "--seeds", "2", "-n", "256", "--eval-episodes", "2", "--workers", "2"], tmp_path)
+    definition = json.loads(_load(storage, "fast-validation").user_attrs["candidates"])
+    fast = {candidate["name"]: candidate["entry"].get("fast_mode", False) for candidate in definition}
+    assert fast == {"current": True, "sb3-ppo": False}
+    assert (
+        "| current | ppo_penalty, fast mode | 256 | 2/2 |" in result.stdout
+        and "| sb3-ppo | ppo | 256 | 2/2 |" in result.stdout
+    )
+    # The proposed entry holds hyperparameters, not how the validation ran them
+    assert "fast_mode" not in result.stdout.split("```yaml")[1]
 
 
 def test_a_dead_validation_workers_run_is_retried_by_the_next_worker(tmp_path):

@@ -29,6 +29,7 @@ from sb3_ppo_variants.zoo.cli import _own_arguments, argument_error, main
 from sb3_ppo_variants.zoo.experiment import _checked_sampler
 from sb3_ppo_variants.zoo.registration import zoo_hyperparameters
 from sb3_ppo_variants.zoo.report import trial_reason, trials_table
+from sb3_ppo_variants.zoo.runs import algorithm_class
 from sb3_ppo_variants.zoo.search_spaces import SAMPLERS, fixed_parameters, search_space
 from sb3_ppo_variants.zoo.seeds import LockstepSeeds, SeedFailedError, parallel_seeds
 from sb3_ppo_variants.zoo.storage import (
@@ -525,11 +526,32 @@ def test_runs_build_any_algorithm_of_the_zoos_table_by_name():
     from sb3_contrib import TRPO
     from stable_baselines3 import PPO
 
-    from sb3_ppo_variants.zoo.runs import algorithm_class
-
     assert [algorithm_class(name) for name in ("ppo", "trpo", "ppo_penalty", "a2c")] == [PPO, TRPO, PPOPenalty, ALGOS["a2c"]]
     with pytest.raises(ValueError, match=r"algo must be one of \[.*'ppo_clip'.*\], got 'ppo_clipped'"):
         algorithm_class("ppo_clipped")
+
+
+def test_a_fast_mode_candidate_is_built_with_fast_mode(monkeypatch):
+    from sb3_ppo_variants.zoo import validation
+
+    built = []
+
+    def recording_class(algo: str):
+        def build(*args, **kwargs):
+            model = algorithm_class(algo)(*args, **kwargs)
+            model.learn = lambda total_timesteps: model  # the compiled training itself is tested in test_fast.py
+            built.append(model)
+            return model
+
+        return build
+
+    monkeypatch.setattr(validation, "algorithm_class", recording_class)
+    current = Candidate(CURRENT, "ppo_penalty", {**zoo_hyperparameters("ppo_penalty", "CartPole-v1"), "n_timesteps": 64})
+    sb3 = Candidate(SB3_PPO, "ppo", {"policy": "MlpPolicy", "n_timesteps": 64})
+    for candidate in validation.in_fast_mode([current, sb3]):
+        validation.train_and_evaluate(candidate, "CartPole-v1", seed=0, eval_episodes=1)
+    assert [type(model).__name__ for model in built] == ["PPOPenalty", "PPO"]
+    assert built[0].fast_mode and "fast_mode" not in current.entry
 
 
 def test_a_validations_csv_reads_back_as_its_summaries(tmp_path):

@@ -299,6 +299,7 @@ def test_tuned_entry_merges_yaml_and_trial():
     import torch.nn as nn
 
     yaml_entry = {"n_envs": 8, "learning_rate": "lin_0.001", "clip_range": 0.2, "policy_kwargs": "dict(log_std_init=-2)"}
+    yaml_entry["fast_mode"] = True  # `tune -params fast_mode:True`: how the trials ran, not a tuned value
     tuned = {"learning_rate": 3e-4, "policy_kwargs": {"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": nn.ReLU}}
     entry = tuned_zoo_entry(yaml_entry, {**tuned, "clip_range": None})
     assert entry == {

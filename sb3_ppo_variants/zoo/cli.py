@@ -241,6 +241,11 @@ def _validate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-n", "--n-timesteps", type=int, default=None, help="a budget for every candidate instead of the entry's"
     )
+    parser.add_argument(
+        "--fast-mode",
+        action="store_true",
+        help="train this package's candidates with fast_mode=True (compiled); SB3 PPO trains as SB3 does",
+    )
     parser.add_argument("--validation-name", default=None, help="the validation study (default: <study>-validation)")
     parser.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_INTERVAL)
     return parser
@@ -291,6 +296,8 @@ def validate(argv: Sequence[str]) -> None:
         found = validation.candidates(args.algo, args.env, tuning, top, not args.no_sb3, args.trials)
         if args.n_timesteps is not None:
             found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
+        if args.fast_mode:
+            found = validation.in_fast_mode(found)
         validation_study = validation.open_validation(storage, validation_name, args.env, found, seeds, args.eval_episodes)
     except ValueError as error:
         _fail("validate", str(error))

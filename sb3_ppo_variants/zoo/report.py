@@ -37,15 +37,25 @@ def format_python(value: Any) -> str:
     return repr(value)
 
 
+# Keywords that choose how a run trains, not what it learns: an entry proposed by tuning or validation leaves them out
+# (``tune -params fast_mode:True`` trains the trials compiled; the tuned entry holds the hyperparameters only)
+RUN_OPTIONS = ("fast_mode",)
+
+
+def without_run_options(entry: dict[str, Any]) -> dict[str, Any]:
+    """:return: The zoo entry without :data:`RUN_OPTIONS`"""
+    return {key: value for key, value in entry.items() if key not in RUN_OPTIONS}
+
+
 def tuned_zoo_entry(yaml_hyperparameters: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
     """
     The YAML entry to use after tuning: the original entry with the tuned values on top.
 
     :param yaml_hyperparameters: The entry as read from the YAML file (schedules as ``lin_<x>`` strings)
     :param tuned: The best trial's converted hyperparameters
-    :return: A zoo YAML entry (plain values, ``policy_kwargs`` as a string)
+    :return: A zoo YAML entry (plain values, ``policy_kwargs`` as a string, no :data:`RUN_OPTIONS`)
     """
-    entry = {key: value for key, value in yaml_hyperparameters.items() if key != "policy_kwargs"}
+    entry = {key: value for key, value in without_run_options(yaml_hyperparameters).items() if key != "policy_kwargs"}
     policy_kwargs = policy_kwargs_dict(yaml_hyperparameters.get("policy_kwargs"))
     for key, value in tuned.items():
         if key == "policy_kwargs":

@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from sb3_ppo_variants.zoo.registration import constructor_arguments, policy_kwargs_dict, zoo_hyperparameters
-from sb3_ppo_variants.zoo.report import tuned_zoo_entry
+from sb3_ppo_variants.zoo.report import tuned_zoo_entry, without_run_options
 from sb3_ppo_variants.zoo.runs import algorithm_class, final_returns, seeded_envs
 from sb3_ppo_variants.zoo.storage import fail_dead_trials, make_storage
 
@@ -119,7 +119,7 @@ def candidates(
     from sb3_ppo_variants.zoo.registration import register_algorithms
 
     register_algorithms()
-    current = zoo_hyperparameters(algo, env_id)
+    current = without_run_options(zoo_hyperparameters(algo, env_id))
     found = [Candidate(CURRENT, algo, current)]
     if study is not None:
         for trial in _chosen_trials(study, top, trial_numbers):
@@ -132,6 +132,17 @@ def candidates(
         if unsupported:
             raise ValueError(f"{candidate.name}'s entry has {sorted(unsupported)}, which validation does not support")
     return found
+
+
+def in_fast_mode(found: list[Candidate]) -> list[Candidate]:
+    """
+    :param found: Candidates
+    :return: The same, this package's candidates trained with ``fast_mode=True`` (compiled); SB3 PPO's as SB3 trains it
+    """
+    return [
+        candidate if candidate.algo == "ppo" else replace(candidate, entry={**candidate.entry, "fast_mode": True})
+        for candidate in found
+    ]
 
 
 def _algorithm_keys(algo: str) -> set[str]:
@@ -446,8 +457,9 @@ def report(summaries: list[Summary], seeds: list[int], env_id: str, eval_episode
     for summary in summaries:
         tuning = "" if summary.candidate.tuning_value is None else f"{summary.candidate.tuning_value:.1f}"
         steps = int(summary.candidate.entry["n_timesteps"])
+        algorithm = summary.candidate.algo + (", fast mode" if summary.candidate.entry.get("fast_mode") else "")
         lines.append(
-            f"| {summary.candidate.name} | {summary.candidate.algo} | {steps:,} | {summary.runs_done}/{len(seeds)} | "
+            f"| {summary.candidate.name} | {algorithm} | {steps:,} | {summary.runs_done}/{len(seeds)} | "
             f"{summary.mean:.1f} ± "
             f"{summary.half_width:.1f} | {tuning} | {format_p(summary.p_current)} | {format_p(summary.p_sb3)} |"
         )
@@ -474,7 +486,12 @@ def proposed_snippet(chosen: Summary, summaries: list[Summary], seeds: list[int]
     if sb3 is not None:
         versus = f"; SB3 PPO's zoo entry: {sb3.mean:.1f} ± {sb3.half_width:.1f}, Welch p = {format_p(chosen.p_sb3)}"
     header = f"# Validated on seeds {seeds[0]}-{seeds[-1]}: {verdict}{versus}\n"
-    return "```yaml\n" + header + yaml.safe_dump({env_id: chosen.candidate.entry}, sort_keys=False, width=1000) + "```"
+    return (
+        "```yaml\n"
+        + header
+        + yaml.safe_dump({env_id: without_run_options(chosen.candidate.entry)}, sort_keys=False, width=1000)
+        + "```"
+    )
 
 
 def write_outputs(folder: str, summaries: list[Summary], seeds: list[int], env_id: str, eval_episodes: int) -> str:
