@@ -238,6 +238,26 @@ def _study_with_every_state() -> optuna.Study:
     return study
 
 
+def test_importances_are_plotted_for_the_searched_parameters_only(tmp_path, monkeypatch):
+    import optuna.visualization.matplotlib as optuna_plots
+
+    from sb3_ppo_variants.zoo.report import _save_plots
+
+    study = optuna.create_study(direction="maximize")
+    distributions = {"held": optuna.distributions.FloatDistribution(0, 1), "x": optuna.distributions.FloatDistribution(0, 1)}
+    for x in (0.1, 0.5, 0.9):
+        study.add_trial(create_trial(value=x, params={"held": 0.3, "x": x}, distributions=distributions))
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"held": 0.7, "x": 0.2}, distributions=distributions))
+    asked = []
+    original = optuna_plots.plot_param_importances
+    monkeypatch.setattr(
+        optuna_plots, "plot_param_importances", lambda study, params: asked.append(params) or original(study, params=params)
+    )
+    written = _save_plots(study, str(tmp_path))
+    # "held" takes one value in the complete trials (a --fixed parameter): an evaluator would still give it a share
+    assert asked == [["x"]] and str(tmp_path / "param_importances.png") in written
+
+
 def test_every_pruned_or_failed_trial_has_a_reason_in_the_table():
     study = _study_with_every_state()
     reasons = [trial_reason(trial) for trial in study.trials]

@@ -5,7 +5,7 @@ import functools
 import os
 import shutil
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,19 @@ def tuned_zoo_entry(yaml_hyperparameters: dict[str, Any], tuned: dict[str, Any])
     return dict(sorted(entry.items()))
 
 
+def searched_parameters(study: optuna.Study) -> list[str]:
+    """
+    :param study: A study
+    :return: The parameters that take more than one value among its complete trials (not those held by ``--fixed``,
+        to which an importance evaluator would still give a share)
+    """
+    values: dict[str, set[Any]] = defaultdict(set)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for name, value in trial.params.items():
+            values[name].add(value)
+    return sorted(name for name, seen in values.items() if len(seen) > 1)
+
+
 def _save_plots(study: optuna.Study, report_folder: str) -> list[str]:
     import matplotlib
 
@@ -78,7 +91,8 @@ def _save_plots(study: optuna.Study, report_folder: str) -> list[str]:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     written = []
-    for name, plot in (("optimization_history", plot_optimization_history), ("param_importances", plot_param_importances)):
+    importances = functools.partial(plot_param_importances, params=searched_parameters(study) or None)
+    for name, plot in (("optimization_history", plot_optimization_history), ("param_importances", importances)):
         path = os.path.join(report_folder, f"{name}.png")
         try:
             with warnings.catch_warnings():
