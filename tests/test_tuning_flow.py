@@ -223,6 +223,20 @@ def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_traine
     assert trials[1].system_attrs["failed_trial"] == orphan.number and trials[1].params == {"run": 0}
 
 
+def test_validation_runs_are_queued_seed_by_seed():
+    from sb3_ppo_variants.zoo.validation import RUN
+
+    found = [Candidate(name, "ppo_penalty", {"n_timesteps": 64}) for name in (CURRENT, "trial-4", SB3_PPO)]
+    seeds = [1000, 1001]
+    study = open_validation(optuna.storages.InMemoryStorage(), "order", "CartPole-v1", found, seeds, 1)
+    taken = []
+    for _ in range(len(found) * len(seeds)):
+        run = study.ask().suggest_int(RUN, 0, len(found) * len(seeds) - 1)
+        taken.append((found[run // len(seeds)].name, seeds[run % len(seeds)]))
+    # A validation stopped after k runs has compared the candidates on the same seeds
+    assert taken == [(name, seed) for seed in seeds for name in (CURRENT, "trial-4", SB3_PPO)]
+
+
 def _study_with_every_state() -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}

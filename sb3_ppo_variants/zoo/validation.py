@@ -239,8 +239,10 @@ def open_validation(
     study.set_user_attr("seeds", seeds)
     study.set_user_attr("env_id", env_id)
     study.set_user_attr("eval_episodes", eval_episodes)
-    for index in range(len(found) * len(seeds)):
-        study.enqueue_trial({RUN: index})
+    # Seed by seed, each candidate in turn: a validation read part way (or stopped) compares all on the same seeds
+    for seed_index in range(len(seeds)):
+        for candidate_index in range(len(found)):
+            study.enqueue_trial({RUN: candidate_index * len(seeds) + seed_index})
     # Last: its presence tells the other workers that the runs are queued
     study.set_user_attr("candidates", definition)
     return study
