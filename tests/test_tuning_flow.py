@@ -223,6 +223,31 @@ def test_a_validation_run_whose_worker_died_before_its_first_heartbeat_is_traine
     assert trials[1].system_attrs["failed_trial"] == orphan.number and trials[1].params == {"run": 0}
 
 
+def test_report_only_reads_a_validation_part_way_and_takes_no_run(tmp_path, monkeypatch, capsys):
+    from sb3_ppo_variants.zoo.report import without_run_options
+    from sb3_ppo_variants.zoo.validation import RUN
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["validate", "--env", "CartPole-v1", "--storage", url, "--study-name", "s", "--top", "0", "--no-sb3"]
+    args += ["--seeds", "2", "-n", "64", "--report-only"]
+    line = _one_line_error(capsys, args)
+    assert line.endswith("no validation study s-validation in " + url + " to report: start it without --report-only")
+
+    entry = {**without_run_options(zoo_hyperparameters("ppo_penalty", "CartPole-v1")), "n_timesteps": 64}
+    study = open_validation(
+        make_storage(url), "s-validation", "CartPole-v1", [Candidate(CURRENT, "ppo_penalty", entry)], [1000, 1001], 10
+    )
+    run = study.ask()  # seed 1000's run (queued first), done
+    run.suggest_int(RUN, 0, 1)
+    study.tell(run, 42.0)
+    main(args)
+    out = capsys.readouterr().out
+    assert "| current | ppo_penalty | 64 | 1/2 | 42.0 ± inf |" in out
+    assert "# Part way, 1 of 2 runs done, on seeds 1000-1001: keep the current entry" in out
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.WAITING]  # nothing trained
+
+
 def test_validation_runs_are_queued_seed_by_seed():
     from sb3_ppo_variants.zoo.validation import RUN
 

@@ -246,6 +246,11 @@ def _validate_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train this package's candidates with fast_mode=True (compiled); SB3 PPO trains as SB3 does",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write and print the table of the runs done so far, and take no run (the same arguments as the validation's)",
+    )
     parser.add_argument("--validation-name", default=None, help="the validation study (default: <study>-validation)")
     parser.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_INTERVAL)
     return parser
@@ -298,12 +303,18 @@ def validate(argv: Sequence[str]) -> None:
             found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
         if args.fast_mode:
             found = validation.in_fast_mode(found)
+        if args.report_only and validation_name not in optuna.get_all_study_names(storage):
+            _fail(
+                "validate",
+                f"no validation study {validation_name} in {shown_url(url)} to report: start it without --report-only",
+            )
         validation_study = validation.open_validation(storage, validation_name, args.env, found, seeds, args.eval_episodes)
     except ValueError as error:
         _fail("validate", str(error))
-    workers = args.workers or available_cores()
-    print(f"Validation study '{validation_name}' in {shown_url(url)}: {workers} worker(s) on this machine")
-    validation.run_workers(url, validation_name, args.heartbeat_interval, workers)
+    if not args.report_only:
+        workers = args.workers or available_cores()
+        print(f"Validation study '{validation_name}' in {shown_url(url)}: {workers} worker(s) on this machine")
+        validation.run_workers(url, validation_name, args.heartbeat_interval, workers)
     summaries, seeds = validation.summarize(validation_study)
     env_id, eval_episodes = validation_study.user_attrs["env_id"], validation_study.user_attrs["eval_episodes"]
     folder = os.path.join(study_folder, "validation")

@@ -487,7 +487,9 @@ def proposed_snippet(chosen: Summary, summaries: list[Summary], seeds: list[int]
     versus = ""
     if sb3 is not None:
         versus = f"; SB3 PPO's zoo entry: {sb3.mean:.1f} ± {sb3.half_width:.1f}, Welch p = {format_p(chosen.p_sb3)}"
-    header = f"# Validated on seeds {seeds[0]}-{seeds[-1]}: {verdict}{versus}\n"
+    done, runs = sum(summary.runs_done for summary in summaries), len(summaries) * len(seeds)
+    status = "Validated" if done == runs else f"Part way, {done} of {runs} runs done,"
+    header = f"# {status} on seeds {seeds[0]}-{seeds[-1]}: {verdict}{versus}\n"
     return (
         "```yaml\n"
         + header
