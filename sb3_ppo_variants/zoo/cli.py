@@ -22,6 +22,7 @@ newest experiment that holds a model. ``validate`` has flags of its own (``valid
 """
 
 import argparse
+import dataclasses
 import functools
 import glob
 import os
@@ -300,7 +301,7 @@ def validate(argv: Sequence[str]) -> None:
     try:
         found = validation.candidates(args.algo, args.env, tuning, top, not args.no_sb3, args.trials)
         if args.n_timesteps is not None:
-            found = [type(c)(c.name, c.algo, {**c.entry, "n_timesteps": args.n_timesteps}, c.tuning_value) for c in found]
+            found = [dataclasses.replace(c, entry={**c.entry, "n_timesteps": args.n_timesteps}) for c in found]
         if args.fast_mode:
             found = validation.in_fast_mode(found)
         if args.report_only and validation_name not in optuna.get_all_study_names(storage):

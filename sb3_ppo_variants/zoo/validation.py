@@ -184,6 +184,16 @@ RUN = "run"
 WAIT_S = 5.0
 
 
+def _run_number(candidate_index: int, seed_index: int, n_seeds: int) -> int:
+    """:return: The number of a run (its trial's ``RUN`` parameter), whatever the order in which runs are queued"""
+    return candidate_index * n_seeds + seed_index
+
+
+def _candidate_and_seed_indices(run: int, n_seeds: int) -> tuple[int, int]:
+    """:return: The indices of the run's candidate and seed (the inverse of :func:`_run_number`)"""
+    return divmod(run, n_seeds)
+
+
 def _definition(study: optuna.Study) -> tuple[list[Candidate], list[int], str, int]:
     attrs = study.user_attrs
     found = [Candidate(**candidate) for candidate in json.loads(attrs["candidates"])]
@@ -242,7 +252,7 @@ def open_validation(
     # Seed by seed, each candidate in turn: a validation read part way (or stopped) compares all on the same seeds
     for seed_index in range(len(seeds)):
         for candidate_index in range(len(found)):
-            study.enqueue_trial({RUN: candidate_index * len(seeds) + seed_index})
+            study.enqueue_trial({RUN: _run_number(candidate_index, seed_index, len(seeds))})
     # Last: its presence tells the other workers that the runs are queued
     study.set_user_attr("candidates", definition)
     return study
@@ -276,7 +286,8 @@ def _objective(study: optuna.Study) -> Any:
             study.stop()
             raise NoRunLeftError("no validation run left")
         index = trial.suggest_int(RUN, 0, n_runs - 1)
-        candidate, seed = found[index // len(seeds)], seeds[index % len(seeds)]
+        candidate_index, seed_index = _candidate_and_seed_indices(index, len(seeds))
+        candidate, seed = found[candidate_index], seeds[seed_index]
         trial.set_user_attr("candidate", candidate.name)
         trial.set_user_attr("seed", seed)
         try:
@@ -382,8 +393,8 @@ def summarize(study: optuna.Study) -> tuple[list[Summary], list[int]]:
     found, seeds, _, _ = _definition(study)
     returns = {candidate.name: [math.nan] * len(seeds) for candidate in found}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        index = int(trial.params[RUN])
-        returns[found[index // len(seeds)].name][index % len(seeds)] = float(trial.value)  # type: ignore[arg-type]
+        candidate_index, seed_index = _candidate_and_seed_indices(int(trial.params[RUN]), len(seeds))
+        returns[found[candidate_index].name][seed_index] = float(trial.value)  # type: ignore[arg-type]
     return _summaries(found, returns), seeds
 
 
