@@ -79,11 +79,11 @@ def _chosen_trials(study: optuna.Study, top: int, numbers: Sequence[int] | None)
     :param study: The tuning study
     :param top: How many of its best complete trials to take
     :param numbers: The numbers of the complete trials to take instead (each once), or None
-    :return: The trials, best first (or in the order of ``numbers``)
+    :return: The trials, best first, of equal values the earlier trial first (or in the order of ``numbers``)
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if numbers is None:
-        return sorted(complete, key=lambda trial: trial.value, reverse=True)[:top]  # type: ignore[arg-type, return-value]
+        return sorted(complete, key=lambda trial: (-trial.value, trial.number))[:top]  # type: ignore[operator]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"--trials must name each trial once, got {list(numbers)}")
     by_number = {trial.number: trial for trial in complete}
